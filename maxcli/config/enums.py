@@ -1,0 +1,108 @@
+"""Enumerations shared by config, registry, weights and the CLI (values as in MAX)."""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+
+
+class _StrEnum(str, enum.Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class SupportedEncoding(_StrEnum):
+    """How weights are stored. Quantized GGUF encodings keep their blocks; float ones are dtypes."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    q4_0 = "q4_0"
+    q4_1 = "q4_1"
+    q5_0 = "q5_0"
+    q8_0 = "q8_0"
+    q4_k = "q4_k"
+    q5_k = "q5_k"
+    q6_k = "q6_k"
+    float8_e4m3fn = "float8_e4m3fn"
+    float4_e2m1fnx2 = "float4_e2m1fnx2"
+    gptq = "gptq"
+
+    @property
+    def is_quantized(self) -> bool:
+        return self not in (SupportedEncoding.float32, SupportedEncoding.bfloat16, SupportedEncoding.float16)
+
+    @property
+    def is_gguf(self) -> bool:
+        """A GGUF block-quantized encoding (q4_0, q4_k, ...)."""
+        return self.value[0] == "q"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Activation/compute dtype that goes with the encoding."""
+        return {
+            SupportedEncoding.bfloat16: torch.bfloat16,
+            SupportedEncoding.float16: torch.float16,
+            SupportedEncoding.float8_e4m3fn: torch.bfloat16,
+            SupportedEncoding.float4_e2m1fnx2: torch.bfloat16,
+            SupportedEncoding.gptq: torch.bfloat16,
+        }.get(self, torch.float32)
+
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        """KV-cache dtype derived from the encoding (the seeds' set_cache_dtype_given_quantization_encoding)."""
+        return self.dtype
+
+    @classmethod
+    def parse_from_file_name(cls, name: str) -> "SupportedEncoding | None":
+        low = name.lower()
+        for enc in sorted(cls, key=lambda e: -len(e.value)):
+            tag = enc.value.replace("_", "")
+            if enc.value in low or (enc.is_quantized and tag in low.replace("_", "").replace("-", "")):
+                return enc
+        if "f32" in low or "fp32" in low:
+            return cls.float32
+        if "bf16" in low:
+            return cls.bfloat16
+        if "f16" in low or "fp16" in low:
+            return cls.float16
+        return None
+
+
+class WeightsFormat(_StrEnum):
+    safetensors = "safetensors"
+    gguf = "gguf"
+    pytorch = "pytorch"
+
+
+class RopeType(_StrEnum):
+    none = "none"
+    normal = "normal"
+    neox = "neox"
+    longrope = "longrope"
+    yarn = "yarn"
+
+
+class KVCacheStrategy(_StrEnum):
+    MODEL_DEFAULT = "model_default"
+    PAGED = "paged"
+
+    # Lower-case aliases so `KVCacheStrategy.paged` works as well as MAX's `KVCacheStrategy.PAGED`.
+    @classmethod
+    def _missing_(cls, value: object) -> "KVCacheStrategy | None":
+        if isinstance(value, str):
+            for m in cls:
+                if m.value == value.lower():
+                    return m
+        return None
+
+
+class PipelineEngine(_StrEnum):
+    MAX = "max"
+    HUGGINGFACE = "huggingface"
+
+
+class RepoType(_StrEnum):
+    local = "local"
+    online = "online"

@@ -1,0 +1,151 @@
+"""Torch implementations of every op: the reference the Triton kernels must match, and the CPU path.
+
+Shapes use T = packed tokens of a step, H = query heads, Hk = KV heads, D = head dim, B = sequences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    weight_offset: float = 0.0,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """y = x / rms(x) * (weight + weight_offset), in float32; Gemma uses weight_offset=1.
+
+    With `residual`, x + residual is normalized and returned too: (normed, x + residual).
+    """
+    if residual is not None:
+        x = x + residual
+        summed = x
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    w = weight.float() + weight_offset if weight_offset else weight.float()
+    y = (y * w).to(x.dtype)
+    return (y, summed) if residual is not None else y
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    return F.layer_norm(x.float(), (x.shape[-1],), weight.float(), None if bias is None else bias.float(), eps).to(
+        x.dtype
+    )
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q [T, H, D] and k [T, Hk, D] by position.
+
+    cos_sin_cache [max_pos, R] holds cos in its first R/2 columns and sin in the rest; R <= D (partial
+    rotary rotates the first R dims only). neox pairs dim i with i + R/2; normal (GPT-J) pairs 2i, 2i+1.
+    """
+    cs = cos_sin_cache[positions].float()
+    half = cs.shape[-1] // 2
+    cos, sin = cs[:, None, :half], cs[:, None, half:]
+
+    def rot(x: torch.Tensor) -> torch.Tensor:
+        r = 2 * half
+        xr, rest = x[..., :r].float(), x[..., r:]
+        if is_neox:
+            x1, x2 = xr[..., :half], xr[..., half:]
+            out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        else:
+            x1, x2 = xr[..., 0::2], xr[..., 1::2]
+            out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+        return torch.cat((out.to(x.dtype), rest), dim=-1) if rest.shape[-1] else out.to(x.dtype)
+
+    return rot(q), rot(k)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x [..., 2F] -> silu(x[..., :F]) * x[..., F:]."""
+    d = x.shape[-1] // 2
+    return F.silu(x[..., :d]) * x[..., d:]
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    d = x.shape[-1] // 2
+    return F.gelu(x[..., :d], approximate="tanh") * x[..., d:]
+
+
+def store_kvcache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write key/value [T, Hk, D] into caches [num_blocks, block_size, Hk, D] at slot_mapping [T] (-1 skips)."""
+    nb, bs = k_cache.shape[0], k_cache.shape[1]
+    keep = slot_mapping >= 0
+    if not bool(keep.all()):
+        key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
+    k_cache.view(nb * bs, *k_cache.shape[2:])[slot_mapping] = key.to(k_cache.dtype)
+    v_cache.view(nb * bs, *v_cache.shape[2:])[slot_mapping] = value.to(v_cache.dtype)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    seq_lens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Causal attention of packed new tokens q [T, H, D] over each sequence's paged K/V (already written).
+
+    New token i of sequence b sits at position p = seq_lens_k[b] - q_len[b] + i and sees keys at
+    positions j with j <= p and, with a sliding window W, j > p - W. Returns [T, H, D] in q's dtype.
+    Cost: pads every sequence to (max_seqlen_q, max_seqlen_k); one batched matmul, no per-sequence loop.
+    """
+    T, H, D = q.shape
+    B = block_tables.shape[0]
+    bs, Hk = k_cache.shape[1], k_cache.shape[2]
+    dev = q.device
+    nblk = max(1, math.ceil(max_seqlen_k / bs))
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()
+    # Packed -> padded query rows.
+    offs = torch.arange(max_seqlen_q, device=dev)
+    row_valid = offs[None, :] < q_lens[:, None]  # [B, Mq]
+    row_idx = (cu_seqlens_q[:-1, None].long() + offs[None, :]).clamp(max=T - 1)  # [B, Mq]
+    qp = q[row_idx]  # [B, Mq, H, D]
+    # Gather keys/values of each sequence's blocks: [B, nblk*bs, Hk, D].
+    bt = block_tables[:, :nblk].long()
+    kp = k_cache[bt].reshape(B, nblk * bs, Hk, D)
+    vp = v_cache[bt].reshape(B, nblk * bs, Hk, D)
+    q_pos = (seq_lens_k[:, None].long() - q_lens[:, None]) + offs[None, :]  # [B, Mq]
+    k_pos = torch.arange(nblk * bs, device=dev)
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < seq_lens_k[:, None, None].long())
+    if sliding_window is not None and sliding_window > 0:
+        mask &= k_pos[None, None, :] > (q_pos[:, :, None] - sliding_window)
+    mask &= row_valid[:, :, None]
+    mask[:, :, 0] |= ~row_valid  # padded rows see one key so softmax stays finite; they are dropped below
+    G = H // Hk
+    qf = qp.float().permute(0, 2, 1, 3)  # [B, H, Mq, D]
+    kf = kp.float().permute(0, 2, 1, 3).repeat_interleave(G, dim=1)
+    vf = vp.float().permute(0, 2, 1, 3).repeat_interleave(G, dim=1)
+    if softcap:
+        s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+        s = softcap * torch.tanh(s / softcap)
+        s = s.masked_fill(~mask[:, None], float("-inf"))
+        o = torch.matmul(torch.softmax(s, dim=-1), vf)
+    else:
+        o = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask[:, None], scale=scale)
+    o = o.permute(0, 2, 1, 3)  # [B, Mq, H, D]
+    return o[row_valid].to(q.dtype)
