@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class _StrEnum(str, enum.Enum):
@@ -39,18 +41,28 @@ class SupportedEncoding(_StrEnum):
         return self.value[0] == "q"
 
     @property
-    def dtype(self) -> torch.dtype:
-        """Activation/compute dtype that goes with the encoding."""
-        return {
-            SupportedEncoding.bfloat16: torch.bfloat16,
-            SupportedEncoding.float16: torch.float16,
-            SupportedEncoding.float8_e4m3fn: torch.bfloat16,
-            SupportedEncoding.float4_e2m1fnx2: torch.bfloat16,
-            SupportedEncoding.gptq: torch.bfloat16,
-        }.get(self, torch.float32)
+    def dtype_name(self) -> str:
+        """Name of the activation/compute dtype that goes with the encoding (no torch import)."""
+        if self in (SupportedEncoding.float16,):
+            return "float16"
+        if self in (
+            SupportedEncoding.bfloat16,
+            SupportedEncoding.float8_e4m3fn,
+            SupportedEncoding.float4_e2m1fnx2,
+            SupportedEncoding.gptq,
+        ):
+            return "bfloat16"
+        return "float32"
 
     @property
-    def cache_dtype(self) -> torch.dtype:
+    def dtype(self) -> "torch.dtype":
+        """Activation/compute dtype that goes with the encoding."""
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    @property
+    def cache_dtype(self) -> "torch.dtype":
         """KV-cache dtype derived from the encoding (the seeds' set_cache_dtype_given_quantization_encoding)."""
         return self.dtype
 

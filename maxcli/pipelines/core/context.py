@@ -31,6 +31,7 @@ class TextContext:
     arrival_time: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
     num_preemptions: int = 0
+    scheduled_tokens: int | None = None  # tokens the next forward feeds (a prefill chunk); None: all active
     extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific inputs (images, ...)
 
     def __post_init__(self) -> None:
@@ -58,6 +59,12 @@ class TextContext:
     def active_length(self) -> int:
         """Tokens the next forward pass must process for this request."""
         return len(self.tokens) - self.num_computed_tokens
+
+    @property
+    def next_chunk_length(self) -> int:
+        """Tokens the next forward feeds: the scheduled chunk, else everything not yet in the cache."""
+        n = self.scheduled_tokens
+        return self.active_length if n is None else min(n, self.active_length)
 
     @property
     def is_done(self) -> bool:

@@ -1,0 +1,3 @@
+from maxcli.cli.main import entry
+
+entry()

@@ -1,0 +1,3 @@
+from .arch import bert_arch
+
+ARCHITECTURES = [bert_arch]

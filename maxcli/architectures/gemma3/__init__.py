@@ -1,0 +1,3 @@
+from .arch import gemma3_arch
+
+ARCHITECTURES = [gemma3_arch]

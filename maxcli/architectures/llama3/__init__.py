@@ -1,0 +1,3 @@
+from .arch import llama3_arch
+
+ARCHITECTURES = [llama3_arch]

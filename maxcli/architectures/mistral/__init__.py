@@ -1,0 +1,3 @@
+from .arch import mistral_arch
+
+ARCHITECTURES = [mistral_arch]

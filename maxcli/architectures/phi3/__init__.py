@@ -1,0 +1,3 @@
+from .arch import phi3_arch
+
+ARCHITECTURES = [phi3_arch]

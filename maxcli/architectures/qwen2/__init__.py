@@ -1,0 +1,3 @@
+from .arch import qwen2_arch
+
+ARCHITECTURES = [qwen2_arch]

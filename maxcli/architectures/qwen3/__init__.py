@@ -1,0 +1,3 @@
+from .arch import qwen3_arch
+
+ARCHITECTURES = [qwen3_arch]

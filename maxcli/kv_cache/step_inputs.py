@@ -1,0 +1,106 @@
+"""The tensors one forward step needs, built in one place from the scheduled (context, num_new_tokens).
+
+Cost per step: O(B) Python (one slice of token ids and one cached page-table tensor per sequence)
+plus a handful of vectorized torch ops over the T packed tokens; no per-token Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from maxcli.kv_cache.paged_cache import PagedKVCacheManager
+from maxcli.nn.attention_metadata import AttentionMetadata
+
+if TYPE_CHECKING:
+    from maxcli.pipelines.core.context import TextContext
+
+
+@dataclass
+class StepInputs:
+    """input_ids / positions [T] int64, packed in batch order; `attention` carries the paged metadata.
+
+    attention.logits_indices [S] selects the packed rows whose logits the sampler needs: the last new
+    token of each sequence whose chunk reaches the end of its tokens, in the order of `sample_contexts`.
+    """
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    attention: AttentionMetadata
+    sample_contexts: list[TextContext]
+
+
+def build_step_inputs(
+    kv: PagedKVCacheManager,
+    batch: Sequence[tuple[TextContext, int]],
+    device: str | torch.device | None = None,
+) -> StepInputs:
+    """Pack the new tokens [num_computed_tokens, num_computed_tokens + n) of each context.
+
+    Pages must already cover those positions (kv.alloc); raises ValueError otherwise.
+    """
+    if not batch:
+        raise ValueError("cannot build step inputs for an empty batch")
+    device = kv.device if device is None else torch.device(device)
+    ps = kv.page_size
+    ids: list[int] = []
+    starts: list[int] = []
+    lens: list[int] = []
+    tables: list[torch.Tensor] = []
+    sample_rows: list[int] = []
+    sample_contexts: list[TextContext] = []
+    for b, (ctx, n) in enumerate(batch):
+        start = ctx.num_computed_tokens
+        end = start + n
+        if n < 1 or end > len(ctx.tokens):
+            raise ValueError(
+                f"request {ctx.request_id}: cannot feed {n} tokens from position {start} of {len(ctx.tokens)}"
+            )
+        table = kv.block_table_tensor(ctx.request_id)
+        if table.numel() * ps < end:
+            raise ValueError(f"request {ctx.request_id}: KV pages cover {table.numel() * ps} of {end} positions")
+        ids.extend(ctx.tokens[start:end])
+        starts.append(start)
+        lens.append(n)
+        tables.append(table)
+        if end == len(ctx.tokens):
+            sample_rows.append(b)
+            sample_contexts.append(ctx)
+
+    block_tables = pad_sequence(tables, batch_first=True, padding_value=0)  # [B, max_pages] int32
+    lens_t = torch.tensor(lens, dtype=torch.int64)
+    starts_t = torch.tensor(starts, dtype=torch.int64)
+    cu = torch.zeros(len(lens) + 1, dtype=torch.int64)
+    torch.cumsum(lens_t, 0, out=cu[1:])
+    if len(ids) == len(lens):  # pure decode: one token per sequence
+        seq_idx = torch.arange(len(lens))
+        positions = starts_t
+    else:
+        seq_idx = torch.repeat_interleave(torch.arange(len(lens)), lens_t)
+        positions = torch.arange(len(ids)) - cu[:-1][seq_idx] + starts_t[seq_idx]
+    slot_mapping = block_tables[seq_idx, positions // ps].to(torch.int64) * ps + positions % ps
+    seq_lens_k = starts_t + lens_t
+    logits_indices = cu[1:][torch.tensor(sample_rows, dtype=torch.int64)] - 1
+
+    def to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype, non_blocking=True)
+
+    attention = AttentionMetadata(
+        slot_mapping=to(slot_mapping, torch.int64),
+        block_tables=to(block_tables, torch.int32),
+        cu_seqlens_q=to(cu, torch.int32),
+        seq_lens_k=to(seq_lens_k, torch.int32),
+        max_seqlen_q=max(lens),
+        max_seqlen_k=max(s + n for s, n in zip(starts, lens)),
+        is_decode=len(ids) == len(lens),
+        logits_indices=to(logits_indices, torch.int64),
+    )
+    return StepInputs(
+        input_ids=to(torch.tensor(ids, dtype=torch.int64), torch.int64),
+        positions=to(positions, torch.int64),
+        attention=attention,
+        sample_contexts=sample_contexts,
+    )

@@ -1,0 +1,88 @@
+"""Copy checkpoint tensors (HF names) into a model's parameters, filling fused projections shard by shard.
+
+Every parameter carries `weight_loader(param, tensor, shard_id)` and `shard_ids` (empty for plain
+parameters) set by the layer that owns it; this module only resolves names and checks completeness.
+Cost: one copy per checkpoint tensor; lazy values (`.to_tensor(dtype)`) are materialized one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from maxcli.nn.linear import check_shape
+
+
+class TensorSource(Protocol):
+    """A lazily read checkpoint tensor (maxcli.weights.WeightData)."""
+
+    def to_tensor(self, dtype: torch.dtype) -> torch.Tensor: ...
+
+
+# (fused fragment, checkpoint fragment, shard id): ".q_proj." in a checkpoint name loads shard "q" of the
+# parameter named with ".qkv_proj." instead.
+StackedParam = tuple[str, str, Any]
+
+LLAMA_STACKED_PARAMS: tuple[StackedParam, ...] = (
+    (".qkv_proj.", ".q_proj.", "q"),
+    (".qkv_proj.", ".k_proj.", "k"),
+    (".qkv_proj.", ".v_proj.", "v"),
+    (".gate_up_proj.", ".gate_proj.", 0),
+    (".gate_up_proj.", ".up_proj.", 1),
+)
+
+
+def materialize(name: str, value: torch.Tensor | TensorSource, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    to_tensor = getattr(value, "to_tensor", None)
+    if to_tensor is None:
+        raise ValueError(f"weight {name!r} is a {type(value).__name__}, expected a tensor or WeightData")
+    return to_tensor(dtype)
+
+
+def _resolve(name: str, params: Mapping[str, nn.Parameter], stacked: Sequence[StackedParam]) -> tuple[str, Any]:
+    if name in params:
+        return name, None
+    for fused, part, shard_id in stacked:
+        if part in name:
+            target = name.replace(part, fused, 1)
+            if target in params:
+                return target, shard_id
+    raise ValueError(f"unexpected weight {name!r}: the model has no such parameter")
+
+
+def load_weights(
+    model: nn.Module,
+    weights: Mapping[str, torch.Tensor | TensorSource],
+    stacked: Sequence[StackedParam] = (),
+    ignore: Iterable[str] = (),
+) -> None:
+    """Load every entry of `weights`; names equal to or ending with an `ignore` entry are skipped.
+
+    Raises ValueError (one line) on an unknown name, a wrong shape, or a parameter left unloaded.
+    """
+    ignore = tuple(ignore)
+    params = dict(model.named_parameters())
+    loaded: dict[str, set[Any]] = {n: set() for n in params}
+    for name, value in weights.items():
+        if name.endswith(ignore):
+            continue
+        target, shard_id = _resolve(name, params, stacked)
+        param = params[target]
+        tensor = materialize(name, value, param.dtype)
+        if shard_id is None:
+            check_shape(name, param, tensor)
+        param.weight_loader(param, tensor, shard_id)
+        loaded[target].add(shard_id)
+    missing = []
+    for n, p in params.items():
+        got = loaded[n]
+        if None not in got and not (p.shard_ids and got.issuperset(p.shard_ids)):
+            missing.append(n if not got else f"{n} (shards {sorted(map(str, set(p.shard_ids) - got))})")
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(f"missing weights: {', '.join(missing[:5])}{more}")

@@ -1,0 +1,205 @@
+"""EmbeddingsPipeline: token ids in, one float32 vector per request out.
+
+Requests are sorted by length and cut into batches of at most max_batch_size, each padded (right) only to
+its own longest member, so short inputs do not pay for long ones. Attention masks padded keys, so a
+request's vector does not depend on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+
+from maxcli.interfaces import (
+    EmbeddingsGenerationInputs,
+    EmbeddingsGenerationOutput,
+    InputError,
+    Pipeline,
+    RequestID,
+)
+from maxcli.pipelines.core import EmbeddingsContext
+from maxcli.pipelines.lib.pooling import PoolingConfig, pool
+
+
+class EmbeddingModel(Protocol):
+    """What the pipeline needs of a model: BertEmbeddingModel and Qwen3EmbeddingModel both fit."""
+
+    config: PretrainedConfig
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+
+class EmbeddingsPipeline(Pipeline[Any, EmbeddingsContext]):
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        tokenizer: Any,
+        pooling: PoolingConfig,
+        max_length: int,
+        max_batch_size: int = 32,
+        truncate: bool = False,
+    ) -> None:
+        if max_length < 1 or max_batch_size < 1:
+            raise ValueError(f"max_length and max_batch_size must be >= 1, got {max_length}, {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.max_batch_size = max_batch_size
+        self.truncate = truncate
+        self.vocab_size: int = model.config.vocab_size
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id: int = 0 if pad is None else int(pad)  # masked out; any valid id works
+        self.special_ids: frozenset[int] = frozenset(getattr(tokenizer, "all_special_ids", ()))
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.hidden_size * len(self.pooling.modes)
+
+    def release(self, request_id: RequestID) -> None:
+        """Nothing to free: embeddings keep no per-request state between calls."""
+
+    # -- requests -> contexts -------------------------------------------------------------------------
+
+    def new_context(
+        self, prompt: str | Sequence[int], request_id: RequestID | None = None, truncate: bool | None = None
+    ) -> EmbeddingsContext:
+        """Tokenize a text (with the model's special tokens) or take token ids as given."""
+        cut = self.truncate if truncate is None else truncate
+        if isinstance(prompt, str):
+            if cut:
+                tokens = self.tokenizer(prompt, truncation=True, max_length=self.max_length)["input_ids"]
+            else:
+                # verbose=False: the length check below reports too-long inputs, not a tokenizer warning.
+                tokens = self.tokenizer(prompt, verbose=False)["input_ids"]
+        else:
+            tokens = [int(t) for t in prompt]
+            if cut:
+                tokens = self._cut(tokens)
+        return EmbeddingsContext(request_id=RequestID(request_id), tokens=list(tokens))
+
+    def _cut(self, tokens: list[int]) -> list[int]:
+        """The first max_length tokens, keeping a trailing special token ([SEP], eos) as tokenizers do."""
+        if len(tokens) <= self.max_length:
+            return tokens
+        if tokens[-1] in self.special_ids and self.max_length > 1:
+            return tokens[: self.max_length - 1] + [tokens[-1]]
+        return tokens[: self.max_length]
+
+    def _checked_tokens(self, context: EmbeddingsContext) -> list[int]:
+        tokens = context.tokens
+        if not tokens:
+            raise InputError(f"request {context.request_id}: input is empty (0 tokens)")
+        if len(tokens) > self.max_length:
+            if not self.truncate:
+                raise InputError(
+                    f"request {context.request_id}: input has {len(tokens)} tokens, more than the model's "
+                    f"max_length {self.max_length}; shorten it or enable truncation"
+                )
+            tokens = self._cut(tokens)
+        bad = next((t for t in tokens if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise InputError(f"request {context.request_id}: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
+        return tokens
+
+    # -- execution --------------------------------------------------------------------------------------
+
+    def execute(
+        self, inputs: EmbeddingsGenerationInputs[EmbeddingsContext]
+    ) -> dict[RequestID, EmbeddingsGenerationOutput]:
+        """One vector per request (numpy float32). Every request is validated before any compute."""
+        requests = [(rid, self._checked_tokens(ctx)) for rid, ctx in inputs.batch.items()]
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][1]))
+        vectors: dict[int, np.ndarray] = {}
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            for i, vec in zip(chunk, self._embed_batch([requests[i][1] for i in chunk])):
+                vectors[i] = vec
+        return {
+            rid: EmbeddingsGenerationOutput(request_id=rid, embeddings=vectors[i], num_tokens=len(tokens))
+            for i, (rid, tokens) in enumerate(requests)
+        }
+
+    def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
+        """Pad right to the batch's longest input, run the model, pool: [len(batch), embedding_dim]."""
+        length = max(len(t) for t in batch)
+        input_ids = torch.full((len(batch), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for row, tokens in enumerate(batch):
+            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            attention_mask[row, : len(tokens)] = 1
+        with torch.inference_mode():
+            hidden = self.model(input_ids, attention_mask)
+            return pool(hidden, attention_mask, self.pooling).numpy()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), embedding_dim] float32, rows in the order of `texts` (for the CLI and server)."""
+        if isinstance(texts, str):
+            raise InputError("embed() takes a list of texts, not a single string")
+        if not texts:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        contexts = [self.new_context(text) for text in texts]
+        outputs = self.execute(EmbeddingsGenerationInputs(batches=[{c.request_id: c for c in contexts}]))
+        return np.stack([outputs[c.request_id].embeddings for c in contexts])
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+
+def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return load_file(single)
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weights: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            weights.update(load_file(model_dir / shard))
+        return weights
+    raise ValueError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def _max_length(model_dir: Path, config: PretrainedConfig) -> int:
+    """sentence-transformers' max_seq_length when given, else the model's position limit."""
+    limit = int(config.max_position_embeddings)
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        seq = json.loads(st_config.read_text()).get("max_seq_length")
+        if isinstance(seq, int) and seq > 0:
+            return min(seq, limit)
+    return limit
+
+
+def load_embedding_model(
+    model_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> tuple[EmbeddingModel, Any, PoolingConfig, int]:
+    """(model, tokenizer, pooling, max_length) from a local HF / sentence-transformers folder."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir}: not a model folder (no config.json)")
+    config = AutoConfig.from_pretrained(model_dir)
+    model: EmbeddingModel
+    # Imported here: the architecture packages import this module for their registry entries.
+    if config.model_type == "bert":
+        from maxcli.architectures.bert.model import BertEmbeddingModel
+
+        model, is_decoder = BertEmbeddingModel(config, dtype), False
+    elif config.model_type == "qwen3":
+        from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
+
+        model, is_decoder = Qwen3EmbeddingModel(config, dtype), True
+    else:
+        raise ValueError(f"{model_dir}: model_type {config.model_type!r} is not an embedding model here (bert, qwen3)")
+    model.load_weights(_read_safetensors(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer, PoolingConfig.from_model_dir(model_dir, is_decoder), _max_length(model_dir, config)

@@ -1,0 +1,188 @@
+"""PipelineModel (the seeds' model contract) and its torch implementation over a paged KV cache."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import torch
+
+from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
+
+if TYPE_CHECKING:
+    from maxcli.config import PipelineConfig
+    from maxcli.pipelines.core import TextContext
+
+
+@dataclass
+class ModelInputs:
+    """One forward: packed tokens of every sequence, their positions, and the paged-attention metadata."""
+
+    input_ids: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64
+    attention: AttentionMetadata
+    request_ids: list[Any] = field(default_factory=list)
+    return_n_logits: int = 1  # 1: the last token of each sequence; -1: every token (prompt logprobs)
+
+
+@dataclass
+class ModelOutputs:
+    logits: torch.Tensor  # [B, V] float32: next-token logits of each sequence
+    all_logits: torch.Tensor | None = None  # [T, V] when every token's logits were asked for
+
+
+class PipelineModel(ABC):
+    """A model that a TextGenerationPipeline drives: prefill inputs, decode inputs, execute."""
+
+    def __init__(self, pipeline_config: "PipelineConfig", huggingface_config: Any) -> None:
+        self.pipeline_config = pipeline_config
+        self.huggingface_config = huggingface_config
+
+    @classmethod
+    @abstractmethod
+    def calculate_max_seq_len(cls, pipeline_config: "PipelineConfig", huggingface_config: Any) -> int: ...
+
+    @abstractmethod
+    def execute(self, model_inputs: ModelInputs) -> ModelOutputs: ...
+
+    @abstractmethod
+    def prepare_initial_token_inputs(
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
+    ) -> ModelInputs: ...
+
+    @abstractmethod
+    def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs: ...
+
+
+def hf_max_positions(huggingface_config: Any) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        v = getattr(huggingface_config, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return 2048
+
+
+class TorchTextGenerationModel(PipelineModel):
+    """Runs an architecture's torch module (`module_class`) over the paged KV cache.
+
+    The module contract: module_class(hf_config, dtype), forward(input_ids, positions) -> hidden [T, H],
+    compute_logits(hidden) -> float32 logits, load_weights(mapping of HF names). Attention reads the
+    AttentionMetadata set around each forward.
+    """
+
+    module_class: ClassVar[type[torch.nn.Module]]
+
+    def __init__(
+        self,
+        pipeline_config: "PipelineConfig",
+        huggingface_config: Any,
+        weights: Mapping[str, Any],
+        kv_manager: Any,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(pipeline_config, huggingface_config)
+        self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
+        with torch.device(device):
+            module = self.module_class(huggingface_config, dtype)
+        module.load_weights(weights)
+        self.module = module.eval()
+        if kv_manager is not None:
+            from maxcli.nn import bind_kv_caches
+
+            bind_kv_caches(self.module, [kv_manager.layer_caches(i) for i in range(kv_manager.params.num_layers)])
+
+    @classmethod
+    def calculate_max_seq_len(cls, pipeline_config: "PipelineConfig", huggingface_config: Any) -> int:
+        limit = hf_max_positions(huggingface_config)
+        if pipeline_config.max_length is not None:
+            if pipeline_config.max_length > limit:
+                raise ValueError(f"max_length {pipeline_config.max_length} exceeds the model's limit of {limit} tokens")
+            return pipeline_config.max_length
+        return limit
+
+    # -- inputs -----------------------------------------------------------------------------------------
+
+    def prepare_initial_token_inputs(
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
+    ) -> ModelInputs:
+        """Feed each context's next chunk (tokens not yet in the cache), reading its pages from the manager."""
+        bs = self.kv_manager.page_size
+        ids: list[int] = []
+        slots: list[int] = []
+        positions: list[int] = []
+        q_lens: list[int] = []
+        k_lens: list[int] = []
+        tables: list[list[int]] = []
+        for ctx in context_batch:
+            start = ctx.num_computed_tokens
+            end = start + ctx.next_chunk_length
+            table = self.kv_manager.block_table(ctx.request_id)
+            ids.extend(ctx.tokens[start:end])
+            positions.extend(range(start, end))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            q_lens.append(end - start)
+            k_lens.append(end)
+            tables.append(table)
+        width = max(1, max(len(t) for t in tables))
+        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+        cu = torch.zeros(len(q_lens) + 1, dtype=torch.int32)
+        cu[1:] = torch.tensor(q_lens, dtype=torch.int32).cumsum(0)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
+            block_tables=block_tables.to(dev),
+            cu_seqlens_q=cu.to(dev),
+            seq_lens_k=torch.tensor(k_lens, dtype=torch.int32, device=dev),
+            max_seqlen_q=max(q_lens),
+            max_seqlen_k=max(k_lens),
+            is_decode=all(q == 1 for q in q_lens),
+        )
+        return ModelInputs(
+            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
+            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
+            attention=meta,
+            request_ids=[c.request_id for c in context_batch],
+            return_n_logits=return_n_logits,
+        )
+
+    def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs:
+        """Decode step after prev: one new token per sequence at the next position (pages must exist)."""
+        prev = prev_model_inputs.attention
+        bs = self.kv_manager.page_size
+        seq_lens = prev.seq_lens_k.long() + 1
+        positions = seq_lens - 1
+        tables = [self.kv_manager.block_table(r) for r in prev_model_inputs.request_ids]
+        width = max(len(t) for t in tables)
+        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32, device=self.device)
+        slots = block_tables.long().gather(1, (positions // bs)[:, None])[:, 0] * bs + positions % bs
+        B = len(tables)
+        meta = AttentionMetadata(
+            slot_mapping=slots,
+            block_tables=block_tables,
+            cu_seqlens_q=torch.arange(B + 1, dtype=torch.int32, device=self.device),
+            seq_lens_k=seq_lens.to(torch.int32),
+            max_seqlen_q=1,
+            max_seqlen_k=int(seq_lens.max()),
+            is_decode=True,
+        )
+        return ModelInputs(
+            input_ids=next_tokens.reshape(-1).to(torch.int64),
+            positions=positions,
+            attention=meta,
+            request_ids=list(prev_model_inputs.request_ids),
+        )
+
+    # -- forward ----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def execute(self, model_inputs: ModelInputs) -> ModelOutputs:
+        meta = model_inputs.attention
+        with attention_metadata(meta):
+            hidden = self.module(model_inputs.input_ids, model_inputs.positions)
+        last = (meta.cu_seqlens_q[1:] - 1).long()
+        if model_inputs.return_n_logits == -1:
+            all_logits = self.module.compute_logits(hidden)
+            return ModelOutputs(logits=all_logits[last], all_logits=all_logits)
+        return ModelOutputs(logits=self.module.compute_logits(hidden[last]))

@@ -1,0 +1,21 @@
+"""Shared fixtures: the real test models (fetched once into the cache by maxcli.weights.test_models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maxcli.weights.test_models import fetch_minilm, fetch_smollm2
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF (llama architecture, tokenizer and chat template inside)."""
+    return fetch_smollm2()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 folder: BertModel safetensors, tokenizer, sentence-transformers files."""
+    return fetch_minilm()
