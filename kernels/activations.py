@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from maxcli.kernels.common import check_float
+from maxcli.kernels.common import check_float, sigmoid, tanh
 
 SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
 
@@ -24,10 +24,9 @@ def _gated_kernel(x_ptr, y_ptr, s_x, s_y, f, GELU_TANH: tl.constexpr, BLOCK: tl.
     up = tl.load(x_ptr + row * s_x + f + offs, mask=mask, other=0.0).to(tl.float32)
     if GELU_TANH:
         inner = SQRT_2_OVER_PI * (gate + 0.044715 * gate * gate * gate)
-        tanh = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
-        act = 0.5 * gate * (1.0 + tanh)
+        act = 0.5 * gate * (1.0 + tanh(inner))
     else:
-        act = gate / (1.0 + tl.exp(-gate))
+        act = gate * sigmoid(gate)
     tl.store(y_ptr + row * s_y + offs, (act * up).to(y_ptr.dtype.element_ty), mask=mask)
 
 

@@ -29,6 +29,21 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 or interpreting() else "tf32"
 
 
+@triton.jit
+def tanh(x):
+    """tanh without overflow: exp of a non-positive argument only."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow: exp of a non-positive argument only."""
+    e = tl.exp(-tl.abs(x))
+    return tl.where(x < 0, e, 1.0) / (1.0 + e)
+
+
 def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(1, int(n)))
 

@@ -21,18 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
-from maxcli.kernels.common import check_float, dot_dtype, dot_precision, interpreting, next_pow2
+from maxcli.kernels.common import check_float, dot_dtype, dot_precision, interpreting, next_pow2, tanh
 
 LOG2E = tl.constexpr(1.4426950408889634)
 NEG_BIG = tl.constexpr(-1.0e30)  # finite start for running maxima (see module doc)
 MIN_KEYS_PER_SPLIT = 256  # a split shorter than this costs more in the reduce than it saves
 MAX_SPLITS = 16
-
-
-@triton.jit
-def _tanh(x):
-    # 2 * sigmoid(2x) - 1: saturates to +-1 without overflow (exp(+inf) -> 1/inf = 0).
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
 
 @triton.jit
@@ -52,7 +46,7 @@ def _attend_tile(
     ).to(DOT_DTYPE)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
     if HAS_SOFTCAP:
-        s = softcap * _tanh(s * (scale / softcap)) * LOG2E
+        s = softcap * tanh(s * (scale / softcap)) * LOG2E
     else:
         s = s * (scale * LOG2E)
     visible = key_ok[None, :] & (kpos[None, :] <= q_pos[:, None])

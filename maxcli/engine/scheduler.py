@@ -192,8 +192,8 @@ class Scheduler:
         """
         finished: list[TextContext] = []
         for ctx, n in output.scheduled:
-            if self._contexts.get(ctx.request_id) is not ctx or ctx not in self.running:
-                continue
+            if self._contexts.get(ctx.request_id) is not ctx:
+                continue  # finished or aborted since schedule(); a live scheduled request is running
             ctx.num_computed_tokens += n
             self.kv.commit(ctx)
             if ctx.num_computed_tokens < len(ctx.tokens):

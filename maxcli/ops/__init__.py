@@ -1,30 +1,189 @@
 """One function per op. Models call these and never know which implementation ran.
 
-Dispatch: the Triton kernel when the tensors are on CUDA and Triton imports, the torch reference
-otherwise. `MAXCLI_OPS=torch|triton` forces one (triton without CUDA is an error unless
-TRITON_INTERPRET=1, which runs kernels on CPU tensors for tests).
+Dispatch per call: the Triton kernel (maxcli.kernels) when the tensors are on CUDA and Triton imports,
+the torch reference (maxcli.ops.torch_ref, maxcli.ops.quant_matmul) otherwise. `MAXCLI_OPS=torch|triton`
+or `force_backend(...)` (which wins over the variable) picks one; triton on CPU tensors is an error
+unless TRITON_INTERPRET=1, which runs kernels through Triton's interpreter (tests). gguf_matmul falls
+back to the reference for GGUF types that have no kernel.
+
+Triton and the kernels are imported on the first Triton call only: `import maxcli.ops` stays cheap.
+Cost per call: one environment lookup and a device check.
 """
 
 from __future__ import annotations
 
-from maxcli.ops import torch_ref
-from maxcli.ops.torch_ref import (  # noqa: F401  (the public op surface)
-    gelu_tanh_and_mul,
-    layer_norm,
-    paged_attention,
-    rms_norm,
-    rotary_embedding,
-    silu_and_mul,
-    store_kvcache,
-)
+import contextlib
+import contextvars
+import importlib
+import importlib.util
+import os
+from types import ModuleType
+from typing import Iterator, Literal
+
+import torch
+
+from maxcli.ops import quant_matmul, torch_ref
+from maxcli.ops.quant_matmul import parse_qtype
+
+Backend = Literal["torch", "triton"]
+_BACKENDS = ("torch", "triton")
+_forced: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("maxcli_ops_backend", default=None)
+_kernel_modules: dict[str, ModuleType] = {}
+_triton_available: bool | None = None
+
+
+class BackendUnavailableError(ValueError):
+    """The requested op backend cannot run these tensors (e.g. MAXCLI_OPS=triton on CPU)."""
+
+
+@contextlib.contextmanager
+def force_backend(name: Backend) -> Iterator[None]:
+    """Run every op inside the block on `name` ("triton" or "torch"), whatever MAXCLI_OPS says."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown ops backend {name!r}: expected 'torch' or 'triton'")
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def _triton_importable() -> bool:
+    global _triton_available
+    if _triton_available is None:
+        _triton_available = importlib.util.find_spec("triton") is not None
+    return _triton_available
+
+
+def _requested() -> Backend | None:
+    forced = _forced.get()
+    if forced is not None:
+        return forced
+    env = os.environ.get("MAXCLI_OPS", "").strip().lower()
+    if env in ("", "auto"):
+        return None
+    if env not in _BACKENDS:
+        raise ValueError(f"MAXCLI_OPS={env!r} is not one of: torch, triton, auto")
+    return env  # type: ignore[return-value]
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """Whether an op on tensor `t` runs its Triton kernel under the current backend choice."""
+    requested = _requested()
+    if requested == "torch":
+        return False
+    if requested is None:
+        return t.is_cuda and _triton_importable()
+    if not _triton_importable():
+        raise BackendUnavailableError("the triton ops backend was requested but triton is not installed")
+    if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise BackendUnavailableError(
+            f"the triton ops backend needs CUDA tensors (got {t.device}); set TRITON_INTERPRET=1 to interpret on CPU"
+        )
+    return True
+
+
+def _kernels(name: str) -> ModuleType:
+    module = _kernel_modules.get(name)
+    if module is None:
+        module = _kernel_modules[name] = importlib.import_module(f"maxcli.kernels.{name}")
+    return module
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    weight_offset: float = 0.0,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    impl = _kernels("norms").rms_norm if use_triton(x) else torch_ref.rms_norm
+    return impl(x, weight, eps, residual, weight_offset)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    impl = _kernels("norms").layer_norm if use_triton(x) else torch_ref.layer_norm
+    return impl(x, weight, bias, eps)
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    impl = _kernels("rotary").rotary_embedding if use_triton(q) else torch_ref.rotary_embedding
+    return impl(positions, q, k, cos_sin_cache, is_neox)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    return _kernels("activations").silu_and_mul(x) if use_triton(x) else torch_ref.silu_and_mul(x)
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    return _kernels("activations").gelu_tanh_and_mul(x) if use_triton(x) else torch_ref.gelu_tanh_and_mul(x)
+
+
+def store_kvcache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    impl = _kernels("kv_cache").store_kvcache if use_triton(k_cache) else torch_ref.store_kvcache
+    impl(key, value, k_cache, v_cache, slot_mapping)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    seq_lens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    impl = _kernels("paged_attention").paged_attention if use_triton(q) else torch_ref.paged_attention
+    return impl(
+        q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens_k, max_seqlen_q, max_seqlen_k, scale,
+        sliding_window, softcap,
+    )
+
+
+def gguf_matmul(
+    x: torch.Tensor,
+    raw: torch.Tensor,
+    qtype: object,
+    out_features: int,
+    in_features: int,
+) -> torch.Tensor:
+    """y = x @ W.T with W [out_features, in_features] as raw GGUF blocks (uint8 [out, bytes_per_row])."""
+    qt = parse_qtype(qtype)  # type: ignore[arg-type]
+    if use_triton(x):
+        kernel = _kernels("quant_matmul")
+        if qt in kernel.KERNEL_QTYPES:
+            return kernel.gguf_matmul(x, raw, qt, out_features, in_features)
+    return quant_matmul.gguf_matmul(x, raw, qt, out_features, in_features)
+
 
 __all__ = [
+    "BackendUnavailableError",
+    "force_backend",
     "gelu_tanh_and_mul",
+    "gguf_matmul",
     "layer_norm",
     "paged_attention",
+    "quant_matmul",
     "rms_norm",
     "rotary_embedding",
     "silu_and_mul",
     "store_kvcache",
     "torch_ref",
+    "use_triton",
 ]

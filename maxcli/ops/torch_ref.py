@@ -87,12 +87,14 @@ def store_kvcache(
     slot_mapping: torch.Tensor,
 ) -> None:
     """Write key/value [T, Hk, D] into caches [num_blocks, block_size, Hk, D] at slot_mapping [T] (-1 skips)."""
-    nb, bs = k_cache.shape[0], k_cache.shape[1]
+    bs = k_cache.shape[1]
     keep = slot_mapping >= 0
     if not bool(keep.all()):
         key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
-    k_cache.view(nb * bs, *k_cache.shape[2:])[slot_mapping] = key.to(k_cache.dtype)
-    v_cache.view(nb * bs, *v_cache.shape[2:])[slot_mapping] = value.to(v_cache.dtype)
+    # Index (page, row) rather than a flattened view so strided caches (K/V halves of one tensor) work.
+    page, row = slot_mapping // bs, slot_mapping % bs
+    k_cache[page, row] = key.to(k_cache.dtype)
+    v_cache[page, row] = value.to(v_cache.dtype)
 
 
 def paged_attention(

@@ -1,6 +1,6 @@
 """`maxcli.pipelines` (mirrors `max.pipelines`): the registry, config and pipeline classes.
 
-Importing it registers the built-in architectures in PIPELINE_REGISTRY. Heavy names (tokenizer,
+PIPELINE_REGISTRY registers the built-in architectures on first use. Heavy names (tokenizer,
 pipelines, models) import on first use.
 """
 
@@ -29,13 +29,5 @@ from maxcli.pipelines.lib import (  # noqa: F401
 def __getattr__(name: str) -> Any:
     return _lib.__getattr__(name)
 
-
-def _register_builtins() -> None:
-    from maxcli.architectures import register_builtin_architectures
-
-    register_builtin_architectures(PIPELINE_REGISTRY)
-
-
-_register_builtins()
 
 __all__ = list(_lib.__all__)

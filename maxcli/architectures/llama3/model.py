@@ -9,7 +9,7 @@ two norm ops with the residual add fused in.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,9 @@ from maxcli.nn import (
     load_weights,
 )
 
-ACTIVATIONS = {
+ActAndMul = Callable[[torch.Tensor], torch.Tensor]  # x [..., 2F] -> act(x[..., :F]) * x[..., F:]
+
+ACTIVATIONS: dict[str, ActAndMul] = {
     "silu": ops.silu_and_mul,
     "swish": ops.silu_and_mul,
     "gelu_pytorch_tanh": ops.gelu_tanh_and_mul,
@@ -65,7 +67,7 @@ def layer_sliding_window(config: PretrainedConfig, layer_idx: int) -> int | None
     return window or None
 
 
-def activation_of(name: str) -> object:
+def activation_of(name: str) -> ActAndMul:
     if name not in ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}; supported: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
@@ -155,14 +157,17 @@ class LlamaDecoderLayer(nn.Module):
         return self.mlp(h), residual
 
 
+SHARED_ROPE = "shared"
+
+
 def rope_key(config: PretrainedConfig, layer_idx: int) -> str:
     """Which rope table layer `layer_idx` uses: its layer type when the config nests rope parameters by
-    layer type (Gemma 3: local vs global base), else "" (one table shared by every layer)."""
+    layer type (Gemma 3: local vs global base), else SHARED_ROPE (one table for every layer)."""
     params = getattr(config, "rope_parameters", None)
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and isinstance(params, Mapping) and layer_types[layer_idx] in params:
         return layer_types[layer_idx]
-    return ""
+    return SHARED_ROPE
 
 
 class LlamaModel(nn.Module):
@@ -179,7 +184,7 @@ class LlamaModel(nn.Module):
         self.layer_rope_keys = [rope_key(config, i) for i in range(config.num_hidden_layers)]
         self.rotary_embs = nn.ModuleDict(
             {
-                key: rotary_embedding_for(config, head_dim_of(config), layer_type=key or None)
+                key: rotary_embedding_for(config, head_dim_of(config), layer_type=None if key == SHARED_ROPE else key)
                 for key in dict.fromkeys(self.layer_rope_keys)
             }
         )
@@ -204,6 +209,9 @@ class LlamaForCausalLM(nn.Module):
     stacked_params = LLAMA_STACKED_PARAMS
     # Checkpoint entries that are not weights of this model (precomputed rope buffers).
     ignored_weights: tuple[str, ...] = ("rotary_emb.inv_freq",)
+    # Also reachable from the class, for runners that only hold `module_class`.
+    kv_cache_shape = staticmethod(kv_cache_shape)
+    max_seq_len = staticmethod(max_seq_len)
 
     def __init__(self, config: PretrainedConfig, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()

@@ -107,55 +107,29 @@ class TorchTextGenerationModel(PipelineModel):
     def prepare_initial_token_inputs(
         self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
     ) -> ModelInputs:
-        """Feed each context's next chunk (tokens not yet in the cache), reading its pages from the manager."""
-        bs = self.kv_manager.page_size
-        ids: list[int] = []
-        slots: list[int] = []
-        positions: list[int] = []
-        q_lens: list[int] = []
-        k_lens: list[int] = []
-        tables: list[list[int]] = []
-        for ctx in context_batch:
-            start = ctx.num_computed_tokens
-            end = start + ctx.next_chunk_length
-            table = self.kv_manager.block_table(ctx.request_id)
-            ids.extend(ctx.tokens[start:end])
-            positions.extend(range(start, end))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            q_lens.append(end - start)
-            k_lens.append(end)
-            tables.append(table)
-        width = max(1, max(len(t) for t in tables))
-        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
-        cu = torch.zeros(len(q_lens) + 1, dtype=torch.int32)
-        cu[1:] = torch.tensor(q_lens, dtype=torch.int32).cumsum(0)
-        dev = self.device
-        meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            block_tables=block_tables.to(dev),
-            cu_seqlens_q=cu.to(dev),
-            seq_lens_k=torch.tensor(k_lens, dtype=torch.int32, device=dev),
-            max_seqlen_q=max(q_lens),
-            max_seqlen_k=max(k_lens),
-            is_decode=all(q == 1 for q in q_lens),
-        )
+        """Feed each context's next chunk (its scheduled tokens, else all not yet in the cache)."""
+        from maxcli.kv_cache import build_step_inputs
+
+        step = build_step_inputs(self.kv_manager, [(c, c.next_chunk_length) for c in context_batch], self.device)
         return ModelInputs(
-            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-            attention=meta,
-            request_ids=[c.request_id for c in context_batch],
+            input_ids=step.input_ids,
+            positions=step.positions,
+            attention=step.attention,
+            request_ids=[c.request_id for c in step.sample_contexts],
             return_n_logits=return_n_logits,
         )
 
     def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs:
-        """Decode step after prev: one new token per sequence at the next position (pages must exist)."""
+        """Decode step after prev: one new token per sampled sequence at the next position.
+
+        The caller has appended next_tokens to the contexts and allocated their pages (kv.alloc)."""
         prev = prev_model_inputs.attention
+        assert prev.logits_indices is not None
         bs = self.kv_manager.page_size
-        seq_lens = prev.seq_lens_k.long() + 1
+        seq_lens = prev.seq_lens_k.long()[self._sampled_rows(prev)] + 1
         positions = seq_lens - 1
-        tables = [self.kv_manager.block_table(r) for r in prev_model_inputs.request_ids]
-        width = max(len(t) for t in tables)
-        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32, device=self.device)
+        tables = [self.kv_manager.block_table_tensor(r) for r in prev_model_inputs.request_ids]
+        block_tables = torch.nn.utils.rnn.pad_sequence(tables, batch_first=True).to(self.device)
         slots = block_tables.long().gather(1, (positions // bs)[:, None])[:, 0] * bs + positions % bs
         B = len(tables)
         meta = AttentionMetadata(
@@ -166,13 +140,20 @@ class TorchTextGenerationModel(PipelineModel):
             max_seqlen_q=1,
             max_seqlen_k=int(seq_lens.max()),
             is_decode=True,
+            logits_indices=torch.arange(B, device=self.device),
         )
         return ModelInputs(
-            input_ids=next_tokens.reshape(-1).to(torch.int64),
+            input_ids=next_tokens.reshape(-1).to(device=self.device, dtype=torch.int64),
             positions=positions,
             attention=meta,
             request_ids=list(prev_model_inputs.request_ids),
         )
+
+    @staticmethod
+    def _sampled_rows(meta: AttentionMetadata) -> torch.Tensor:
+        """Sequence index of each logits row (the rows are the last tokens of sampled sequences)."""
+        assert meta.logits_indices is not None
+        return torch.searchsorted(meta.cu_seqlens_q[1:].long(), meta.logits_indices.long(), right=True)
 
     # -- forward ----------------------------------------------------------------------------------------
 
@@ -181,8 +162,8 @@ class TorchTextGenerationModel(PipelineModel):
         meta = model_inputs.attention
         with attention_metadata(meta):
             hidden = self.module(model_inputs.input_ids, model_inputs.positions)
-        last = (meta.cu_seqlens_q[1:] - 1).long()
+        rows = meta.logits_indices if meta.logits_indices is not None else (meta.cu_seqlens_q[1:] - 1).long()
         if model_inputs.return_n_logits == -1:
             all_logits = self.module.compute_logits(hidden)
-            return ModelOutputs(logits=all_logits[last], all_logits=all_logits)
-        return ModelOutputs(logits=self.module.compute_logits(hidden[last]))
+            return ModelOutputs(logits=all_logits[rows], all_logits=all_logits)
+        return ModelOutputs(logits=self.module.compute_logits(hidden[rows]))

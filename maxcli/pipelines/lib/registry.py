@@ -85,8 +85,11 @@ class SupportedArchitecture:
 
 
 class PipelineRegistry:
-    def __init__(self, architectures: list[SupportedArchitecture] | None = None) -> None:
-        self.architectures: dict[str, SupportedArchitecture] = {}
+    def __init__(self, architectures: list[SupportedArchitecture] | None = None, *, builtins: bool = False) -> None:
+        """`builtins=True` registers maxcli's own architectures on first use (not at import, which would
+        make every architecture module import the registry while the registry imports it)."""
+        self._builtins_pending = builtins
+        self._architectures: dict[str, SupportedArchitecture] = {}
         self._by_name_task: dict[tuple[str, PipelineTask], SupportedArchitecture] = {}
         self._config_cache: dict[Any, Any] = {}
         self._tokenizer_cache: dict[Any, Any] = {}
@@ -94,24 +97,38 @@ class PipelineRegistry:
         for arch in architectures or []:
             self.register(arch)
 
+    def _ensure_builtins(self) -> None:
+        if self._builtins_pending:
+            self._builtins_pending = False
+            from maxcli.architectures import register_builtin_architectures
+
+            register_builtin_architectures(self)
+
+    @property
+    def architectures(self) -> dict[str, SupportedArchitecture]:
+        self._ensure_builtins()
+        return self._architectures
+
     # -- registration -----------------------------------------------------------------------------------
 
     def register(self, architecture: SupportedArchitecture, *, allow_override: bool = False) -> None:
         """Add an architecture. Same name, other task: both go to the (name, task) table as well."""
+        self._ensure_builtins()
         name, key = architecture.name, (architecture.name, architecture.task)
-        existing = self.architectures.get(name)
+        existing = self._architectures.get(name)
         same_task = existing is not None and existing.task == architecture.task
         if (same_task or key in self._by_name_task) and not allow_override:
             raise ValueError(f"architecture {name} ({architecture.task}) is already registered; use allow_override=True")
         if existing is None or same_task:
-            self.architectures[name] = architecture
+            self._architectures[name] = architecture
         if (existing is not None and not same_task) or key in self._by_name_task:
             if existing is not None:
                 self._by_name_task.setdefault((name, existing.task), existing)
             self._by_name_task[key] = architecture
 
     def reset(self) -> None:
-        self.architectures.clear()
+        self._builtins_pending = False
+        self._architectures.clear()
         self._by_name_task.clear()
         self._config_cache.clear()
         self._tokenizer_cache.clear()
@@ -119,7 +136,7 @@ class PipelineRegistry:
 
     def all(self) -> list[SupportedArchitecture]:
         """Every registered architecture, the (name, task) variants included."""
-        seen: dict[int, SupportedArchitecture] = {id(a): a for a in self.architectures.values()}
+        seen: dict[int, SupportedArchitecture] = {id(a): a for a in self.architectures.values()}  # loads builtins
         seen.update({id(a): a for a in self._by_name_task.values()})
         return sorted(seen.values(), key=lambda a: (a.name, str(a.task)))
 
@@ -127,6 +144,7 @@ class PipelineRegistry:
         return sorted({a.name for a in self.all()})
 
     def _lookup(self, name: str, task: PipelineTask | None) -> SupportedArchitecture | None:
+        self._ensure_builtins()
         if task is not None and (name, task) in self._by_name_task:
             return self._by_name_task[(name, task)]
         arch = self.architectures.get(name)
@@ -271,4 +289,4 @@ def get_pipeline_for_task(task: PipelineTask, pipeline_config: "PipelineConfig")
     return TextGenerationPipeline
 
 
-PIPELINE_REGISTRY = PipelineRegistry()
+PIPELINE_REGISTRY = PipelineRegistry(builtins=True)

@@ -1,0 +1,39 @@
+"""Gemma 3 checkpoint names -> Gemma3ForCausalLM names.
+
+Text-only checkpoints (gemma-3-1b, 270m) already use HF's `model.*` names. Multimodal checkpoints
+(Gemma3ForConditionalGeneration) keep the decoder under `language_model.model.*` or
+`model.language_model.*`; those prefixes are mapped and the vision tower / projector dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from transformers import PretrainedConfig
+
+from maxcli.architectures.llama3.weight_adapters import NON_WEIGHT_SUFFIXES, convert_gguf_state_dict
+
+__all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
+
+W = TypeVar("W")
+
+_DECODER_PREFIXES = {
+    "language_model.model.": "model.",
+    "model.language_model.": "model.",
+    "language_model.lm_head.": "lm_head.",
+}
+_NON_TEXT_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+
+
+def convert_safetensor_state_dict(state: Mapping[str, W], hf_config: PretrainedConfig | Mapping[str, Any]) -> dict[str, W]:
+    out: dict[str, W] = {}
+    for name, w in state.items():
+        if name.startswith(_NON_TEXT_PREFIXES) or name.endswith(NON_WEIGHT_SUFFIXES):
+            continue
+        for old, new in _DECODER_PREFIXES.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        out[name] = w
+    return out

@@ -1,0 +1,179 @@
+"""LLMEngine: the loop that joins tokenizer, scheduler, pipeline and detokenizer.
+
+step(): the scheduler picks chunks and pages, the pipeline runs one forward and samples, the scheduler
+applies tokens and token-id stop conditions, and the detokenizer turns new tokens into text deltas,
+applying stop strings (text that could start a stop string is held back until it cannot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from maxcli.engine.scheduler import Scheduler
+from maxcli.interfaces import GenerationStatus, LogProbabilities, RequestID, TextGenerationRequest
+from maxcli.pipelines.core import TextContext
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one request: new tokens and text, and whether it finished."""
+
+    request_id: RequestID
+    new_token_ids: list[int]
+    text_delta: str
+    finished: bool
+    finish_reason: str | None
+    new_logprobs: list[tuple[float, dict[int, float]]] = field(default_factory=list)
+
+
+@dataclass
+class _RequestState:
+    context: TextContext
+    detokenizer: Any
+    stop: list[str]
+    text: str = ""  # decoded output so far (stop string cut off once found)
+    emitted: int = 0  # characters of `text` already returned
+    reported_tokens: int = 0  # output tokens already returned
+
+
+class LLMEngine:
+    def __init__(self, tokenizer: Any, pipeline: Any, config: Any) -> None:
+        self.tokenizer = tokenizer
+        self.pipeline = pipeline
+        self.config = config
+        self.scheduler = Scheduler(
+            pipeline.kv_manager,
+            max_batch_size=config.max_batch_size,
+            max_batch_input_tokens=config.max_batch_input_tokens,
+            max_seq_len=pipeline.max_seq_len,
+        )
+        self._states: dict[RequestID, _RequestState] = {}
+        self.num_steps = 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> "LLMEngine":
+        from maxcli.pipelines.lib.factory import load_text_generation
+
+        tokenizer, pipeline = load_text_generation(config)
+        return cls(tokenizer, pipeline, config)
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    def new_context(self, request: TextGenerationRequest) -> TextContext:
+        """Tokenize and validate (InputError on bad input); nothing is scheduled yet."""
+        return _run(self.tokenizer.new_context(request))
+
+    def add_context(self, context: TextContext) -> None:
+        from maxcli.pipelines.lib.tokenizer import IncrementalDetokenizer
+
+        sp = context.sampling_params
+        self.scheduler.add(context)
+        self._states[context.request_id] = _RequestState(
+            context=context,
+            detokenizer=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=sp.skip_special_tokens),
+            stop=list(sp.stop),
+        )
+
+    def add_request(self, request: TextGenerationRequest) -> TextContext:
+        ctx = self.new_context(request)
+        self.add_context(ctx)
+        return ctx
+
+    def abort(self, request_id: RequestID) -> None:
+        self.scheduler.abort(request_id)
+        self._states.pop(request_id, None)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    # -- one step -----------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        plan = self.scheduler.schedule()
+        if plan.is_empty:
+            return []
+        result = self.pipeline.forward_and_sample(plan.scheduled)
+        self.scheduler.postprocess(plan, result.sampled)
+        self.num_steps += 1
+        outputs: list[RequestOutput] = []
+        for ctx, _ in plan.scheduled:
+            state = self._states.get(ctx.request_id)
+            if state is None:
+                continue
+            out = self._advance(state, result.logprobs.get(ctx.request_id))
+            if out is not None:
+                outputs.append(out)
+        return outputs
+
+    def _advance(self, state: _RequestState, logprob: tuple[float, dict[int, float]] | None) -> RequestOutput | None:
+        ctx = state.context
+        new_ids = ctx.output_token_ids[state.reported_tokens :]
+        state.reported_tokens = ctx.num_output_tokens
+        if not new_ids and not ctx.is_done:
+            return None  # a prefill chunk that produced no token yet
+        lps = []
+        if logprob is not None and new_ids:
+            lps.append(logprob)
+            log = ctx.log_probabilities or LogProbabilities()
+            ctx.log_probabilities = log
+            log.token_log_probabilities.append(logprob[0])
+            log.top_log_probabilities.append(logprob[1])
+        for tok in new_ids:
+            if ctx.status is GenerationStatus.END_OF_SEQUENCE and tok == new_ids[-1] and _is_stop_token(ctx, tok):
+                break  # the eos / stop token itself is not part of the text
+            state.text += state.detokenizer.push(tok)
+        if state.stop and not ctx.is_done:
+            cut = _find_stop(state.text, state.stop, state.emitted)
+            if cut is not None:
+                state.text = state.text[:cut]
+                self.scheduler.finish(ctx.request_id, GenerationStatus.END_OF_SEQUENCE)
+        if ctx.is_done:
+            limit = len(state.text)
+            self._states.pop(ctx.request_id, None)
+        else:
+            hold = max((len(s) - 1 for s in state.stop), default=0)
+            limit = max(state.emitted, len(state.text) - hold)
+        delta = state.text[state.emitted : limit]
+        state.emitted = limit
+        return RequestOutput(
+            request_id=ctx.request_id,
+            new_token_ids=new_ids,
+            text_delta=delta,
+            finished=ctx.is_done,
+            finish_reason=ctx.status.finish_reason,
+            new_logprobs=lps,
+        )
+
+    def text_of(self, request_id: RequestID) -> str | None:
+        state = self._states.get(request_id)
+        return None if state is None else state.text
+
+
+def _is_stop_token(ctx: TextContext, tok: int) -> bool:
+    sp = ctx.sampling_params
+    return tok in sp.stop_token_ids or (tok in ctx.eos_token_ids and not sp.ignore_eos)
+
+
+def _find_stop(text: str, stops: list[str], emitted: int) -> int | None:
+    """Index where the earliest stop string starts in text (searching only where a new one can be)."""
+    longest = max(len(s) for s in stops)
+    begin = max(0, emitted - longest)
+    hits = [i for i in (text.find(s, begin) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _run(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # inside a running loop (the server): the tokenizer's coroutines do no awaiting, so drive them directly
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("tokenizer coroutine awaited something; call it with await instead")

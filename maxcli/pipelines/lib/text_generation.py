@@ -1,0 +1,148 @@
+"""TextGenerationPipeline: stateless orchestration of forward + sampling over contexts and the KV cache.
+
+Two entry points share one step:
+- `execute(TextGenerationInputs)`, the seeds' API: feeds every context's pending tokens, samples, and
+  updates the contexts itself (the caller manages pages with kv_manager.claim/alloc/release).
+- `forward_and_sample(scheduled)`, used by the engine: the scheduler decides chunks and applies results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from maxcli.engine.sampler import Sampler, prompt_logprobs
+from maxcli.engine.scheduler import append_token_and_check
+from maxcli.interfaces import (
+    GenerationStatus,
+    LogProbabilities,
+    Pipeline,
+    RequestID,
+    TextGenerationInputs,
+    TextGenerationOutput,
+)
+from maxcli.pipelines.core import TextContext
+from maxcli.pipelines.lib.pipeline_model import PipelineModel
+
+
+@dataclass
+class StepResult:
+    """Tokens drawn for the sequences whose chunk reached the end of their tokens, with logprobs."""
+
+    sampled: dict[RequestID, int] = field(default_factory=dict)
+    logprobs: dict[RequestID, tuple[float, dict[int, float]]] = field(default_factory=dict)
+
+
+class TextGenerationPipeline(Pipeline):
+    def __init__(
+        self,
+        pipeline_config: Any,
+        pipeline_model: PipelineModel,
+        kv_manager: Any,
+        max_seq_len: int,
+        sampler: Sampler | None = None,
+    ) -> None:
+        self.pipeline_config = pipeline_config
+        self.pipeline_model = pipeline_model
+        self.kv_manager = kv_manager
+        self.max_seq_len = max_seq_len
+        self.sampler = sampler or Sampler()
+
+    @property
+    def kv_managers(self) -> list[Any]:
+        return [self.kv_manager]
+
+    # -- the engine's step --------------------------------------------------------------------------
+
+    def forward_and_sample(self, scheduled: Sequence[tuple[TextContext, int]]) -> StepResult:
+        """One forward over the scheduled chunks (pages already allocated) and sampling; contexts untouched."""
+        for ctx, n in scheduled:
+            ctx.scheduled_tokens = n
+        contexts = [c for c, _ in scheduled]
+        want_prompt_lp = [c for c in contexts if _wants_prompt_logprobs(c)]
+        inputs = self.pipeline_model.prepare_initial_token_inputs(contexts, return_n_logits=-1 if want_prompt_lp else 1)
+        for c in contexts:
+            c.scheduled_tokens = None
+        outputs = self.pipeline_model.execute(inputs)
+        if want_prompt_lp:
+            self._collect_prompt_logprobs(scheduled, inputs, outputs.all_logits)
+        sample_ctxs = [c for c in contexts if c.request_id in set(inputs.request_ids)]
+        result = StepResult()
+        if not sample_ctxs:
+            return result
+        out = self.sampler(outputs.logits, sample_ctxs)
+        for ctx, tok, lp in zip(sample_ctxs, out.token_ids.tolist(), out.logprobs):
+            result.sampled[ctx.request_id] = tok
+            if lp is not None:
+                result.logprobs[ctx.request_id] = lp
+        return result
+
+    def _collect_prompt_logprobs(
+        self, scheduled: Sequence[tuple[TextContext, int]], inputs: Any, all_logits: torch.Tensor
+    ) -> None:
+        """Echo support: logprobs of the prompt tokens this chunk covers, appended chunk by chunk."""
+        cu = inputs.attention.cu_seqlens_q.tolist()
+        for b, (ctx, n) in enumerate(scheduled):
+            if not _wants_prompt_logprobs(ctx):
+                continue
+            start = ctx.num_computed_tokens
+            stop = min(start + n, ctx.prompt_len)
+            if stop <= start:
+                continue
+            acc = ctx.prompt_log_probabilities
+            if acc is None:
+                acc = ctx.prompt_log_probabilities = LogProbabilities()
+            # row i (position start+i) scores token start+i+1; the chunk covers prompt tokens start+1..stop
+            targets = ctx.tokens[start : min(stop + 1, ctx.prompt_len)]
+            rows = all_logits[cu[b] : cu[b] + len(targets) - 1]
+            lp = prompt_logprobs(rows, targets, ctx.sampling_params.logprobs or 0)
+            acc.token_log_probabilities.extend(lp.token_log_probabilities)
+            acc.top_log_probabilities.extend(lp.top_log_probabilities)
+
+    # -- the seeds' API -----------------------------------------------------------------------------
+
+    def execute(self, inputs: TextGenerationInputs[TextContext]) -> dict[RequestID, TextGenerationOutput]:
+        """Run inputs.num_steps steps for the batch; each context's pages must be allocated for them."""
+        batch = [c for c in inputs.batch.values() if not c.is_done]
+        new_tokens: dict[RequestID, list[int]] = {c.request_id: [] for c in batch}
+        new_lps: dict[RequestID, LogProbabilities] = {}
+        for _ in range(max(1, inputs.num_steps)):
+            live = [c for c in batch if not c.is_done]
+            if not live:
+                break
+            step = self.forward_and_sample([(c, c.active_length) for c in live])
+            for ctx in live:
+                ctx.num_computed_tokens = len(ctx.tokens)
+                self.kv_manager.commit(ctx)
+                tok = step.sampled.get(ctx.request_id)
+                if tok is None:
+                    continue
+                before = ctx.num_output_tokens
+                ctx.status = append_token_and_check(ctx, tok, self.max_seq_len)
+                if ctx.num_output_tokens > before:
+                    new_tokens[ctx.request_id].append(tok)
+                    if ctx.request_id in step.logprobs:
+                        lp, top = step.logprobs[ctx.request_id]
+                        acc = new_lps.setdefault(ctx.request_id, LogProbabilities())
+                        acc.token_log_probabilities.append(lp)
+                        acc.top_log_probabilities.append(top)
+        return {
+            c.request_id: TextGenerationOutput(
+                request_id=c.request_id,
+                tokens=new_tokens[c.request_id],
+                final_status=c.status,
+                log_probabilities=new_lps.get(c.request_id),
+            )
+            for c in batch
+        }
+
+    def release(self, request_id: RequestID) -> None:
+        if self.kv_manager.contains(request_id):
+            self.kv_manager.release(request_id)
+
+
+def _wants_prompt_logprobs(ctx: TextContext) -> bool:
+    sp = ctx.sampling_params
+    return sp.echo and sp.logprobs is not None and ctx.num_computed_tokens < ctx.prompt_len

@@ -1,0 +1,1 @@
+"""Tests of the KV cache manager, scheduler and sampler."""
