@@ -201,22 +201,24 @@ class Scheduler:
             token = sampled.get(ctx.request_id)
             if token is None:
                 raise ValueError(f"request {ctx.request_id} reached the end of its tokens but no token was sampled")
-            status = self._append_and_check(ctx, int(token))
+            status = append_token_and_check(ctx, int(token), self.max_seq_len)
             if status.is_done:
                 self._finish(ctx, status)
                 finished.append(ctx)
         return finished
 
-    def _append_and_check(self, ctx: "TextContext", token: int) -> GenerationStatus:
-        """Append the sampled token unless no room is left; return the status it leads to."""
-        room = min(ctx.max_new_tokens, self._limit(ctx) - ctx.prompt_len)
-        if ctx.num_output_tokens >= room:
-            return GenerationStatus.MAXIMUM_LENGTH
-        ctx.append_token(token)
-        sp = ctx.sampling_params
-        if ctx.num_output_tokens >= sp.min_new_tokens:
-            if (token in ctx.eos_token_ids and not sp.ignore_eos) or token in sp.stop_token_ids:
-                return GenerationStatus.END_OF_SEQUENCE
-        if ctx.num_output_tokens >= room:
-            return GenerationStatus.MAXIMUM_LENGTH
-        return GenerationStatus.ACTIVE
+
+def append_token_and_check(ctx: "TextContext", token: int, max_seq_len: int) -> GenerationStatus:
+    """Append the sampled token unless no room is left; return the status it leads to (token-id stops:
+    eos unless ignore_eos, stop_token_ids, both only after min_new_tokens; max_new_tokens; context limit)."""
+    room = min(ctx.max_new_tokens, min(ctx.max_length, max_seq_len) - ctx.prompt_len)
+    if ctx.num_output_tokens >= room:
+        return GenerationStatus.MAXIMUM_LENGTH
+    ctx.append_token(token)
+    sp = ctx.sampling_params
+    if ctx.num_output_tokens >= sp.min_new_tokens:
+        if (token in ctx.eos_token_ids and not sp.ignore_eos) or token in sp.stop_token_ids:
+            return GenerationStatus.END_OF_SEQUENCE
+    if ctx.num_output_tokens >= room:
+        return GenerationStatus.MAXIMUM_LENGTH
+    return GenerationStatus.ACTIVE

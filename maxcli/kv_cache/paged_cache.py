@@ -157,10 +157,14 @@ class PagedKVCacheManager:
             req.hashes.append(hash_block_tokens(parent, tokens[j * ps : (j + 1) * ps]))
         return req.hashes[i]
 
-    def _match(self, req: _RequestPages, tokens: list[int]) -> list[int]:
-        """Pages holding the longest cached run of leading full blocks, leaving >= 1 token to compute."""
-        if not self.enable_prefix_caching:
+    def _match(self, req: _RequestPages, context: TextContext) -> list[int]:
+        """Pages holding the longest cached run of leading full blocks, leaving >= 1 token to compute.
+
+        A request that wants its prompt's logprobs (echo) computes every prompt token: no match."""
+        sp = context.sampling_params
+        if not self.enable_prefix_caching or (sp.echo and sp.logprobs is not None):
             return []
+        tokens = context.tokens
         matched: list[int] = []
         for i in range((len(tokens) - 1) // self.page_size):
             page = self.pool.lookup(self._block_hash(req, tokens, i))
@@ -174,7 +178,7 @@ class PagedKVCacheManager:
         req = self._get(context.request_id)
         if req.started:
             return context.num_computed_tokens
-        return len(self._match(req, context.tokens)) * self.page_size
+        return len(self._match(req, context)) * self.page_size
 
     # -- allocation -----------------------------------------------------------------------------
     def _plan(
@@ -195,7 +199,7 @@ class PagedKVCacheManager:
                 raise KVCacheRequestError(
                     f"request {context.request_id} has computed tokens but no KV pages; reset it for recompute"
                 )
-            shared = self._match(req, context.tokens)
+            shared = self._match(req, context)
         have = len(req.pages) + len(shared)
         return req, shared, max(0, math.ceil(target / self.page_size) - have)
 

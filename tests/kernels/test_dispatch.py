@@ -98,7 +98,7 @@ def _forward(h, weights, caches, positions, slots, block_tables, cu_q, seq_k, ma
 
 def _prefill_then_decode(backend: str, device) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    hidden, heads, kv_heads, head_dim, ffn, page = 256, 4, 2, 32, 256, 4
+    hidden, heads, kv_heads, head_dim, ffn, page = 256, 4, 2, 64, 256, 4
     dims = (heads, kv_heads, head_dim)
     weights = _layer_weights(2, hidden, heads, kv_heads, head_dim, ffn, device)
     caches = [(torch.zeros(8, page, kv_heads, head_dim, device=device),
@@ -129,6 +129,7 @@ def _prefill_then_decode(backend: str, device) -> list[torch.Tensor]:
 def test_two_layer_forward_triton_equals_torch(device):
     got = _prefill_then_decode("triton", device)
     want = _prefill_then_decode("torch", device)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    for g, w in zip(got, want):  # outputs, then each layer's K and V caches
+        # float32 summation-order noise only, relative to each tensor's scale (caches reach ~60).
+        torch.testing.assert_close(g, w, atol=1e-5 * float(w.abs().max()), rtol=1e-4)
     assert got[0].abs().max() > 0.1  # a real signal went through every layer

@@ -132,11 +132,9 @@ class EmbeddingsPipeline(Pipeline[Any, EmbeddingsContext]):
     def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
         """Pad right to the batch's longest input, run the model, pool: [len(batch), embedding_dim]."""
         length = max(len(t) for t in batch)
-        input_ids = torch.full((len(batch), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for row, tokens in enumerate(batch):
-            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            attention_mask[row, : len(tokens)] = 1
+        input_ids = torch.tensor([t + [self.pad_token_id] * (length - len(t)) for t in batch], dtype=torch.long)
+        lengths = torch.tensor([len(t) for t in batch])
+        attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
         with torch.inference_mode():
             hidden = self.model(input_ids, attention_mask)
             return pool(hidden, attention_mask, self.pooling).numpy()
