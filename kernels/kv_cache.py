@@ -56,6 +56,8 @@ def store_kvcache(
             f"store_kvcache: key {tuple(key.shape)} / slot_mapping {tuple(slot_mapping.shape)} do not fit "
             f"cache {tuple(k_cache.shape)}"
         )
+    if slot_mapping.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"slot_mapping must be int32 or int64, got {slot_mapping.dtype}")
     for name, t in (("key", key), ("value", value), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_float(name, t)
     T, Hk, D = key.shape

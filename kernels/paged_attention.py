@@ -15,6 +15,7 @@ maxima start at a finite -1e30, so a fully masked tile contributes exp2(-inf) = 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -217,12 +218,20 @@ def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
         )
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def default_num_splits(num_programs: int, max_seqlen_k: int, device: torch.device) -> int:
     """Enough splits to give every SM about two programs, each split at least MIN_KEYS_PER_SPLIT keys."""
     by_length = max_seqlen_k // MIN_KEYS_PER_SPLIT
     if by_length < 2:
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    if device.type == "cuda":
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    else:
+        sms = 4  # the interpreter: any small count exercises the same code
     want = math.ceil(2 * sms / max(1, num_programs))
     return max(1, min(want, by_length, MAX_SPLITS))
 
@@ -249,6 +258,7 @@ def paged_attention(
     out = torch.empty_like(q)
     if T == 0 or B == 0:
         return out
+    block_tables = block_tables if block_tables.stride(1) == 1 else block_tables.contiguous()
     cu_q = cu_seqlens_q.to(torch.int32)
     seq_k = seq_lens_k.to(torch.int32)
     has_window = sliding_window is not None and sliding_window > 0

@@ -78,7 +78,9 @@ def rotary_embedding(
     rot = cos_sin_cache.shape[-1] if cos_sin_cache.dim() == 2 else -1
     D = q.shape[2]
     if rot <= 0 or rot % 2 or rot > D:
-        raise ValueError(f"cos_sin_cache must be [max_pos, R] with even R <= head_dim {D}, got {tuple(cos_sin_cache.shape)}")
+        raise ValueError(
+            f"cos_sin_cache must be [max_pos, R] with even R <= head_dim {D}, got {tuple(cos_sin_cache.shape)}"
+        )
     if cos_sin_cache.stride(-1) != 1:
         cos_sin_cache = cos_sin_cache.contiguous()
     for name, t in (("q", q), ("k", k), ("cos_sin_cache", cos_sin_cache)):

@@ -2,7 +2,8 @@
 
 Dispatch per call: the Triton kernel (maxcli.kernels) when the tensors are on CUDA and Triton imports,
 the torch reference (maxcli.ops.torch_ref, maxcli.ops.quant_matmul) otherwise. `MAXCLI_OPS=torch|triton`
-or `force_backend(...)` (which wins over the variable) picks one; triton on CPU tensors is an error
+or `force_backend(...)` (which wins over the variable; a context variable, so it covers the calling
+thread or task only) picks one; triton on CPU tensors is an error
 unless TRITON_INTERPRET=1, which runs kernels through Triton's interpreter (tests). gguf_matmul falls
 back to the reference for GGUF types that have no kernel.
 
@@ -21,6 +22,7 @@ from types import ModuleType
 from typing import Iterator, Literal
 
 import torch
+from gguf import GGMLQuantizationType
 
 from maxcli.ops import quant_matmul, torch_ref
 from maxcli.ops.quant_matmul import parse_qtype
@@ -159,12 +161,12 @@ def paged_attention(
 def gguf_matmul(
     x: torch.Tensor,
     raw: torch.Tensor,
-    qtype: object,
+    qtype: GGMLQuantizationType | int | str,
     out_features: int,
     in_features: int,
 ) -> torch.Tensor:
     """y = x @ W.T with W [out_features, in_features] as raw GGUF blocks (uint8 [out, bytes_per_row])."""
-    qt = parse_qtype(qtype)  # type: ignore[arg-type]
+    qt = parse_qtype(qtype)
     if use_triton(x):
         kernel = _kernels("quant_matmul")
         if qt in kernel.KERNEL_QTYPES:

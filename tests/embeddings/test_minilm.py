@@ -72,7 +72,9 @@ def test_mixed_batch_equals_alone(minilm_pipeline: EmbeddingsPipeline) -> None:
 
 def test_execute_returns_vector_per_request(minilm_pipeline: EmbeddingsPipeline) -> None:
     contexts = [minilm_pipeline.new_context(t) for t in SENTENCES[:5]]
-    inputs = EmbeddingsGenerationInputs(batches=[{c.request_id: c for c in contexts[:2]}, {c.request_id: c for c in contexts[2:]}])
+    inputs = EmbeddingsGenerationInputs(
+        batches=[{c.request_id: c for c in contexts[:2]}, {c.request_id: c for c in contexts[2:]}]
+    )
     outputs = minilm_pipeline.execute(inputs)
     assert list(outputs) == [c.request_id for c in contexts]
     for c in contexts:
@@ -100,7 +102,8 @@ def test_too_long_input_is_rejected_then_truncated(minilm_pipeline: EmbeddingsPi
     ids = minilm_pipeline.tokenizer(long_text)["input_ids"]
     ctx = truncating.new_context(ids)
     assert len(ctx.tokens) == 256 and ctx.tokens[-1] == minilm_pipeline.tokenizer.sep_token_id
-    np.testing.assert_allclose(truncating.execute(EmbeddingsGenerationInputs([{ctx.request_id: ctx}]))[ctx.request_id].embeddings, vector, atol=1e-5)
+    outputs = truncating.execute(EmbeddingsGenerationInputs([{ctx.request_id: ctx}]))
+    np.testing.assert_allclose(outputs[ctx.request_id].embeddings, vector, atol=1e-5)
 
 
 def test_bad_inputs_raise_input_error(minilm_pipeline: EmbeddingsPipeline) -> None:

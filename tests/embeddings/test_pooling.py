@@ -35,7 +35,9 @@ def write_st_folder(root: Path, flags: dict[str, bool], normalize: bool) -> Path
          PoolingConfig((PoolingMode.CLS, PoolingMode.MEAN), False)),
     ],
 )
-def test_from_sentence_transformers_files(tmp_path: Path, flags: dict, normalize: bool, expected: PoolingConfig) -> None:
+def test_from_sentence_transformers_files(
+    tmp_path: Path, flags: dict, normalize: bool, expected: PoolingConfig
+) -> None:
     assert PoolingConfig.from_model_dir(write_st_folder(tmp_path, flags, normalize)) == expected
 
 

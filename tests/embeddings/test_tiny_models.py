@@ -156,7 +156,8 @@ def test_qwen3_weight_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="unexpected Qwen3 weight 'vision.w'"):
         model.load_weights({**state, "vision.w": torch.zeros(1)})
     with pytest.raises(ValueError, match="rope_type 'dynamic'"):
-        Qwen3EmbeddingModel(tiny_qwen3_config(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}))
+        dynamic = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}
+        Qwen3EmbeddingModel(tiny_qwen3_config(rope_parameters=dynamic))
 
 
 @settings(max_examples=8, deadline=None)
@@ -190,7 +191,8 @@ def test_load_qwen3_folder(tmp_path: Path, minilm_dir: Path) -> None:
     texts = ["a tiny decoder", "embeds text"]
     vectors = EmbeddingsPipeline(model, tokenizer, pooling, max_length).embed(texts)
     enc = tokenizer(texts, padding=True, return_tensors="pt")
-    np.testing.assert_allclose(vectors, hf_qwen3_embeddings(hf, enc["input_ids"], enc["attention_mask"]).numpy(), atol=1e-4)
+    ref = hf_qwen3_embeddings(hf, enc["input_ids"], enc["attention_mask"])
+    np.testing.assert_allclose(vectors, ref.numpy(), atol=1e-4)
 
 
 def test_load_rejects_other_folders(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ Q = GGMLQuantizationType
 # Byte offsets of each block's fp16 scale fields (d, and dmin / m where the format has one).
 FP16_FIELDS: dict[GGMLQuantizationType, tuple[int, ...]] = {
     Q.Q4_0: (0,), Q.Q4_1: (0, 2), Q.Q5_0: (0,), Q.Q5_1: (0, 2), Q.Q8_0: (0,),
-    Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,),
+    Q.Q2_K: (80, 82), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,),
 }
 QUANTIZABLE = {Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0}  # types gguf-py can quantize
 

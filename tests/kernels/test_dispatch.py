@@ -56,6 +56,14 @@ def test_forced_triton_runs_the_kernels(device):
     assert "maxcli.kernels.activations" in sys.modules
 
 
+def test_gguf_matmul_without_a_kernel_falls_back_to_the_reference(device):
+    raw = torch.from_numpy(gguf_rows(GGMLQuantizationType.Q2_K, 8, 256)).to(device)
+    x = torch.randn(2, 256, device=device)
+    with ops.force_backend("triton"):
+        got = ops.gguf_matmul(x, raw, "Q2_K", 8, 256)
+    torch.testing.assert_close(got, ops.quant_matmul.gguf_matmul(x, raw, "Q2_K", 8, 256))
+
+
 def _layer_weights(layers: int, hidden: int, heads: int, kv_heads: int, head_dim: int, ffn: int, device):
     q4k, q8 = GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q8_0
     qkv_out = (heads + 2 * kv_heads) * head_dim
@@ -103,7 +111,8 @@ def _prefill_then_decode(backend: str, device) -> list[torch.Tensor]:
     weights = _layer_weights(2, hidden, heads, kv_heads, head_dim, ffn, device)
     caches = [(torch.zeros(8, page, kv_heads, head_dim, device=device),
                torch.zeros(8, page, kv_heads, head_dim, device=device)) for _ in weights]
-    angles = torch.arange(32, device=device)[:, None] * (10000 ** (-torch.arange(0, head_dim, 2, device=device) / head_dim))
+    inv_freq = 10000 ** (-torch.arange(0, head_dim, 2, device=device) / head_dim)
+    angles = torch.arange(32, device=device)[:, None] * inv_freq
     cos_sin = torch.cat((angles.cos(), angles.sin()), -1)
     block_tables = torch.tensor([[3, 0, 5], [1, 6, 2]], dtype=torch.int32, device=device)
     lens = [7, 3]  # prompts; sequence 0 crosses a page boundary

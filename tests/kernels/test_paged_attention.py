@@ -24,6 +24,7 @@ CASES = {
     "prefill_head128": ([9], [12], 1, 1, 128, 8, None, None),
     "decode_head256": ([1], [20], 3, 3, 256, 16, None, None),
     "prefill_head256_window": ([5], [21], 1, 1, 256, 16, 7, None),
+    "head80_not_pow2": ([6, 1], [6, 10], 2, 2, 80, 4, None, None),
     "page_size_1": ([3, 1], [4, 3], 2, 1, 16, 1, None, None),
 }
 

@@ -82,7 +82,7 @@ def test_llama3_rope_scaling_recovered_from_rope_freqs(tmp_path: Path) -> None:
     base, dim, factor, low, high, orig = 500000.0, 128, 8.0, 1.0, 4.0, 8192
     divisors = []
     for i in range(dim // 2):
-        wavelen = 2 * math.pi / base ** (2 * i / dim)
+        wavelen = 2 * math.pi * base ** (2 * i / dim)
         if wavelen < orig / high:
             divisors.append(1.0)
         elif wavelen > orig / low:

@@ -1,8 +1,9 @@
 """BertModel in plain torch + maxcli.ops: the encoder behind sentence embedding models (MiniLM, BGE, ...).
 
 Post-norm encoder with absolute position embeddings and token types. Attention is bidirectional over a
-right-padded batch (positions count from 0 in every row): a key-padding mask keeps each row's vector
-independent of what it is batched with. Query/key/value are one fused projection (one matmul per layer instead of three).
+right-padded batch (positions count from 0 in every row): a key-padding mask keeps each row's
+vector independent of what it is batched with. Query/key/value are one fused projection (one matmul
+per layer instead of three).
 """
 
 from __future__ import annotations

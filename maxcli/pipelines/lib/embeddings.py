@@ -108,7 +108,9 @@ class EmbeddingsPipeline(Pipeline[Any, EmbeddingsContext]):
             tokens = self._cut(tokens)
         bad = next((t for t in tokens if not 0 <= t < self.vocab_size), None)
         if bad is not None:
-            raise InputError(f"request {context.request_id}: token id {bad} is outside the vocabulary [0, {self.vocab_size})")
+            raise InputError(
+                f"request {context.request_id}: token id {bad} is outside the vocabulary [0, {self.vocab_size})"
+            )
         return tokens
 
     # -- execution --------------------------------------------------------------------------------------
