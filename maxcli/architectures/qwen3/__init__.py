@@ -1,3 +1,3 @@
-from .arch import qwen3_arch
+from .arch import qwen3_arch, qwen3_embedding_arch
 
-ARCHITECTURES = [qwen3_arch]
+ARCHITECTURES = [qwen3_arch, qwen3_embedding_arch]

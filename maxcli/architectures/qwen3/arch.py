@@ -1,8 +1,10 @@
 """Qwen3ForCausalLM: registry entry."""
 
 from maxcli.architectures.common import DECODER_ENCODINGS
-from maxcli.config.enums import RopeType, SupportedEncoding, WeightsFormat
+from maxcli.config.enums import KVCacheStrategy, RopeType, SupportedEncoding, WeightsFormat
 from maxcli.interfaces import PipelineTask
+from maxcli.pipelines.core import EmbeddingsContext
+from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
 from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
 from maxcli.pipelines.lib.registry import SupportedArchitecture
 from maxcli.pipelines.lib.tokenizer import TextTokenizer
@@ -30,4 +32,22 @@ qwen3_arch = SupportedArchitecture(
         WeightsFormat.gguf: weight_adapters.convert_gguf_state_dict,
     },
     multi_gpu_supported=True,
+)
+
+
+# Qwen3-Embedding checkpoints name Qwen3ForCausalLM too; the task picks this entry (last-token pooling).
+qwen3_embedding_arch = SupportedArchitecture(
+    name="Qwen3ForCausalLM",
+    task=PipelineTask.EMBEDDINGS_GENERATION,
+    example_repo_ids=["Qwen/Qwen3-Embedding-0.6B"],
+    default_encoding=SupportedEncoding.bfloat16,
+    supported_encodings={
+        SupportedEncoding.float32: [KVCacheStrategy.MODEL_DEFAULT],
+        SupportedEncoding.bfloat16: [KVCacheStrategy.MODEL_DEFAULT],
+    },
+    pipeline_model=Qwen3EmbeddingModel,
+    tokenizer=TextTokenizer,
+    context_type=EmbeddingsContext,
+    default_weights_format=WeightsFormat.safetensors,
+    weight_adapters={WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict},
 )

@@ -147,9 +147,18 @@ class EmbeddingsPipeline(Pipeline[Any, EmbeddingsContext]):
             raise InputError("embed() takes a list of texts, not a single string")
         if not texts:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        return self.embed_with_counts(texts)[0]
+
+    def embed_with_counts(self, texts: Sequence[str | Sequence[int]]) -> tuple[np.ndarray, list[int]]:
+        """(vectors [N, D] in input order, token count of each input after truncation)."""
+        if isinstance(texts, str):
+            raise InputError("embed() takes a list of texts, not a single string")
+        if not texts:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32), []
         contexts = [self.new_context(text) for text in texts]
         outputs = self.execute(EmbeddingsGenerationInputs(batches=[{c.request_id: c for c in contexts}]))
-        return np.stack([outputs[c.request_id].embeddings for c in contexts])
+        vectors = np.stack([outputs[c.request_id].embeddings for c in contexts])
+        return vectors, [outputs[c.request_id].num_tokens for c in contexts]
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -203,3 +212,17 @@ def load_embedding_model(
     model.load_weights(_read_safetensors(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer, PoolingConfig.from_model_dir(model_dir, is_decoder), _max_length(model_dir, config)
+
+
+def build_embeddings_pipeline(resolved: Any, arch: Any, tokenizer: Any = None) -> EmbeddingsPipeline:
+    """The registry's builder: a local folder (or a hub snapshot) loaded with its pooling files."""
+    repo_id = resolved.config.model_path
+    model_dir = Path(repo_id)
+    if not model_dir.is_dir():
+        from huggingface_hub import snapshot_download
+
+        model_dir = Path(snapshot_download(repo_id, revision=resolved.config.huggingface_model_revision))
+    model, hf_tokenizer, pooling, max_length = load_embedding_model(model_dir, dtype=resolved.encoding.dtype)
+    if resolved.config.max_length is not None:
+        max_length = min(max_length, resolved.config.max_length)
+    return EmbeddingsPipeline(model, hf_tokenizer, pooling, max_length, max_batch_size=resolved.config.max_batch_size)
