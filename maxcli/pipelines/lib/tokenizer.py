@@ -1,0 +1,187 @@
+"""Text tokenizer for pipelines (transformers' AutoTokenizer underneath) and streaming detokenization."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from maxcli.interfaces import InputError, PipelineTokenizer, TextGenerationRequest
+from maxcli.pipelines.core.context import TextContext
+
+# Prompt room assumed when neither max_length nor the tokenizer gives a context limit.
+_FALLBACK_MAX_LENGTH = 32768
+_REPLACEMENT_CHAR = "\ufffd"
+
+
+class TokenizerLoadError(ValueError):
+    """A tokenizer that cannot be loaded from the given path / repo."""
+
+
+class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequest]):
+    """PipelineTokenizer over `transformers.AutoTokenizer` (a GGUF file's own vocabulary and chat
+    template when `gguf_file` is given, or when `model_path` is a .gguf file)."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+        gguf_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        path = Path(model_path)
+        if gguf_file is None and path.suffix == ".gguf" and path.is_file():
+            model_path, gguf_file = str(path.parent), path.name
+        self.model_path = str(model_path)
+        self.gguf_file = gguf_file
+        try:
+            self.delegate = AutoTokenizer.from_pretrained(
+                self.model_path, revision=revision, trust_remote_code=trust_remote_code, gguf_file=gguf_file, **kwargs
+            )
+        except Exception as exc:  # OSError / ValueError / hub errors, each with multi-line messages
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise TokenizerLoadError(f"cannot load a tokenizer from {self.model_path}: {first}") from None
+        model_max = getattr(self.delegate, "model_max_length", None)
+        if max_length is None and isinstance(model_max, int) and model_max < 10**8:
+            max_length = model_max
+        self.max_length = max_length
+        self._eos_ids = self._collect_eos_ids(revision, trust_remote_code)
+
+    def _collect_eos_ids(self, revision: str | None, trust_remote_code: bool) -> frozenset[int]:
+        ids: set[int] = set()
+        if self.delegate.eos_token_id is not None:
+            ids.add(int(self.delegate.eos_token_id))
+        if self.gguf_file is None:
+            from transformers import GenerationConfig
+
+            try:
+                gen = GenerationConfig.from_pretrained(self.model_path, revision=revision, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError):  # no generation_config.json: nothing to add
+                gen = None
+            eos = getattr(gen, "eos_token_id", None)
+            if eos is not None:
+                ids.update(int(e) for e in (eos if isinstance(eos, list) else [eos]))
+        return frozenset(ids)
+
+    # ---- PipelineTokenizer ----------------------------------------------------------------------
+
+    @property
+    def eos(self) -> int:
+        if self.delegate.eos_token_id is not None:
+            return int(self.delegate.eos_token_id)
+        if self._eos_ids:
+            return min(self._eos_ids)
+        raise ValueError(f"tokenizer of {self.model_path} has no end-of-sequence token")
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """The tokenizer's eos plus generation_config.json's eos ids."""
+        return set(self._eos_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.delegate)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.delegate, "chat_template", None))
+
+    async def encode(self, prompt: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.delegate.encode(prompt, add_special_tokens=add_special_tokens))
+
+    async def decode(self, tokens: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
+        return self.delegate.decode(list(tokens), skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        """The chat template's text for `messages` (ending with the assistant prompt by default)."""
+        if not self.has_chat_template:
+            raise InputError(f"the tokenizer of {self.model_path} has no chat template; send a prompt instead")
+        try:
+            return self.delegate.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        except Exception as exc:  # jinja errors on malformed messages
+            raise InputError(f"cannot apply the chat template to these messages: {exc}") from None
+
+    async def new_context(self, request: TextGenerationRequest) -> TextContext:
+        """Tokens for the request (messages through the chat template; a text prompt encoded as is;
+        token ids used as given), validated against max_length and the sampling rules."""
+        request.sampling_params.validate()
+        if request.messages is not None:
+            if not request.messages:
+                raise InputError("messages must not be empty")
+            if request.apply_chat_template:
+                text = self.apply_chat_template(request.messages)
+                tokens = await self.encode(text, add_special_tokens=False)  # the template adds them
+            else:
+                text = "\n".join(str(m.get("content", "")) for m in request.messages)
+                tokens = await self.encode(text)
+        elif isinstance(request.prompt, str):
+            tokens = await self.encode(request.prompt)
+        elif isinstance(request.prompt, list):
+            tokens = self._check_token_ids(request.prompt)
+        else:
+            raise InputError("a request needs a prompt or messages")
+        if not tokens:
+            raise InputError("the prompt is empty")
+        limit = self.max_length
+        if limit is not None and len(tokens) > limit:
+            raise InputError(f"prompt of {len(tokens)} tokens is longer than max_length {limit}")
+        return TextContext(
+            request_id=request.request_id,
+            tokens=tokens,
+            max_length=limit if limit is not None else len(tokens) + _FALLBACK_MAX_LENGTH,
+            sampling_params=request.sampling_params,
+            eos_token_ids=frozenset(self._eos_ids),
+        )
+
+    def _check_token_ids(self, ids: list[Any]) -> list[int]:
+        vocab = self.vocab_size
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise InputError(f"prompt token {t!r} is not a token id in [0, {vocab})")
+        return list(ids)
+
+
+class IncrementalDetokenizer:
+    """Streams text for token ids fed one at a time.
+
+    Invariant: the concatenation of every `push()` result and the final `flush()` equals
+    `decode(all ids)`. A delta ending in U+FFFD (an incomplete multi-byte character) is held back until
+    later tokens complete it. Each push decodes only a short window (from the last emitted boundary),
+    so the cost per token is O(window), not O(sequence).
+    """
+
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = False) -> None:
+        self._tok = getattr(tokenizer, "delegate", tokenizer)
+        self._skip = skip_special_tokens
+        self.ids: list[int] = []
+        self._prefix_offset = 0  # window start: decoding starts here so spacing/merges stay consistent
+        self._read_offset = 0  # tokens before this are already emitted
+        self.text = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=self._skip)
+
+    def push(self, token: int) -> str:
+        """Add one token id; return the newly completed text (possibly empty)."""
+        self.ids.append(int(token))
+        prefix = self._decode(self.ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self.ids[self._prefix_offset :])
+        if len(full) <= len(prefix) or full.endswith(_REPLACEMENT_CHAR) or not full.startswith(prefix):
+            return ""
+        delta = full[len(prefix) :]
+        self._prefix_offset = self._read_offset
+        self._read_offset = len(self.ids)
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        """Text still held back at the end of the stream (e.g. a genuinely invalid byte sequence)."""
+        full = self._decode(self.ids)
+        rest = full[len(self.text) :] if full.startswith(self.text) else ""
+        self.text += rest
+        return rest
