@@ -76,6 +76,8 @@ def resolve_for_architecture(
         arch.supported_encodings,
         config.allow_safetensors_weights_fp32_bf6_bidirectional_cast,
     )
+    # Repo-relative names become local files (downloaded into the HF cache for online repos).
+    paths = [p if p.exists() else repo.download(str(p), force_download=config.force_download) for p in paths]
     if encoding not in arch.supported_encodings:
         supported = ", ".join(str(e) for e in arch.supported_encodings)
         raise ConfigError(f"{arch.name} does not support encoding {encoding} (supported: {supported})")
