@@ -18,7 +18,7 @@ from maxcli.interfaces import InputError
 @pipeline_options
 def encode(
     config: PipelineConfig,
-    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Text to embed (repeatable; '-' reads stdin)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", metavar="TEXT", help="Text to embed (repeatable; '-' reads stdin)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="File with one text per line."),
     truncate: bool = typer.Option(False, "--truncate", help="Cut inputs longer than the model's limit instead of failing."),
     as_json: bool = typer.Option(False, "--json", help="Print the full vectors as JSON."),

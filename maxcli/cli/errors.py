@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
+try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
 
 EXIT_USAGE = 2  # bad flags, bad config
 EXIT_FAILURE = 1  # the command could not do its job
@@ -21,7 +24,10 @@ def report(exc: BaseException) -> int:
     from maxcli.config import ConfigError
     from maxcli.interfaces import InputError
 
-    if isinstance(exc, click.exceptions.UsageError):
+    if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+        print(exc.ctx.get_help())  # `maxcli` or a group alone: show help, not an error
+        return 0
+    if isinstance(exc, click_exceptions.UsageError):
         msg, code = exc.format_message(), EXIT_USAGE
         ctx = exc.ctx
         if ctx is not None:

@@ -20,7 +20,7 @@ PROCESS_START = time.perf_counter()  # module import time ~ process start (the C
 @pipeline_options
 def generate(
     config: PipelineConfig,
-    prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Prompt text (repeatable; '-' reads stdin)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", metavar="TEXT", help="Prompt text (repeatable; '-' reads stdin)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="File with one prompt per line."),
     chat_template: bool = typer.Option(
         True, "--chat-template/--no-chat-template", help="Wrap prompts in the model's chat template when it has one."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Optional
 
 import typer
@@ -12,7 +13,7 @@ import typer
 def list_archs(
     as_json: bool = typer.Option(False, "--json", help="Print MAX's JSON shape instead of a table."),
     custom_architectures: Optional[list[str]] = typer.Option(
-        None, "--custom-architectures", help="Folder or module.path whose ARCHITECTURES list is registered (repeatable)."
+        None, "--custom-architectures", metavar="PATH", help="Folder or module.path whose ARCHITECTURES list is registered (repeatable)."
     ),
 ) -> None:
     from maxcli.pipelines import PIPELINE_REGISTRY
@@ -43,4 +44,4 @@ def list_archs(
             a.name, d["task"], encs, "\n".join(d["example_repo_ids"]), ", ".join(d["weight_formats"]),
             "yes" if a.multi_gpu_supported else "no",
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -6,7 +6,6 @@ import logging
 import sys
 from typing import Optional
 
-import click
 import typer
 
 from maxcli import __version__
@@ -19,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: long flag names are never cut to the terminal width
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="maxcli", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

@@ -76,7 +76,14 @@ def config_parameters() -> list[inspect.Parameter]:
         flags = list(extra.get("flags", [f"--{name.replace('_', '-')}"]))
         if is_bool:
             flags = [f"{fl}/--no-{fl[2:]}" for fl in flags[:1]]
-        option = typer.Option(None, *flags, help=_help(f), show_default=False, rich_help_panel=PANEL)
+        metavar = None
+        if typing.get_origin(annotation) is typing.Union:
+            inner = [a for a in typing.get_args(annotation) if a is not type(None)][0]
+            if typing.get_origin(inner) is list:
+                metavar = {int: "INT", float: "FLOAT", Path: "PATH"}.get(typing.get_args(inner)[0], "TEXT")
+        option = typer.Option(
+            None, *flags, help=_help(f), show_default=False, rich_help_panel=PANEL, metavar=metavar
+        )
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
     params.append(
         inspect.Parameter(

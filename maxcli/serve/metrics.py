@@ -1,0 +1,79 @@
+"""Prometheus metrics for /metrics: request counts by route and status, latency histograms, and engine
+gauges (queue, running requests, KV pages, prefix-cache hit rate, preemptions) read from the engine
+thread's latest EngineStats snapshot at scrape time (no locks: the snapshot is replaced atomically)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from maxcli.pipelines.core import TextContext
+from maxcli.serve.driver import EngineStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self._stats() or EngineStats()
+        gauges = (
+            ("maxcli_num_requests_waiting", "Requests waiting for a batch slot.", s.num_waiting),
+            ("maxcli_num_requests_running", "Requests in the running batch.", s.num_running),
+            ("maxcli_kv_cache_used_pages", "KV-cache pages referenced by live requests.", s.kv_used_pages),
+            ("maxcli_kv_cache_total_pages", "KV-cache pages in the pool.", s.kv_total_pages),
+            ("maxcli_prefix_cache_hit_rate", "Fraction of queried prompt pages found in the prefix cache.",
+             s.prefix_cache_hit_rate),
+        )
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily("maxcli_num_preemptions", "Requests preempted (recomputed later).", value=s.num_preemptions)
+
+
+class ServerMetrics:
+    """The server's own registry (not the process-global one), so several apps never collide."""
+
+    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("maxcli_requests", "HTTP requests by route and status code.", ["route", "status"], registry=r)
+        self.ttft = Histogram("maxcli_time_to_first_token_seconds", "Time from arrival to the first output token.",
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("maxcli_inter_token_latency_seconds", "Time between consecutive output tokens.",
+                             buckets=_LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("maxcli_time_per_output_token_seconds", "Decode time per output token of a request.",
+                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("maxcli_e2e_request_latency_seconds", "Time from arrival to the last token.",
+                             buckets=_E2E_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("maxcli_prompt_tokens", "Prompt tokens of finished requests.", registry=r)
+        self.generation_tokens = Counter("maxcli_generation_tokens", "Output tokens of finished requests.", registry=r)
+        r.register(_EngineCollector(stats))
+
+    # LatencyObserver, called from the engine thread (prometheus_client metrics are thread-safe)
+    def observe_first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def observe_inter_token(self, seconds: float) -> None:
+        self.itl.observe(seconds)
+
+    def observe_finished(self, context: TextContext, e2e_s: float, first_token_s: float | None) -> None:
+        self.e2e.observe(e2e_s)
+        n = context.num_output_tokens
+        self.prompt_tokens.inc(context.prompt_len)
+        self.generation_tokens.inc(n)
+        if first_token_s is not None and n > 1:
+            self.tpot.observe((e2e_s - first_token_s) / (n - 1))
+
+    def count_request(self, route: str, status: int) -> None:
+        self.requests.labels(route=route, status=str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

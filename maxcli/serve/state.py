@@ -1,0 +1,86 @@
+"""What the routes share: settings, the loaded model (engine driver or embeddings pipeline), metrics.
+
+The model loads in a background thread after the HTTP server is up; until it is ready every model
+route answers 503 and /health answers 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from maxcli.config import PipelineConfig
+from maxcli.interfaces import PipelineTask
+from maxcli.serve.driver import EngineDriver
+from maxcli.serve.errors import APIError
+from maxcli.serve.metrics import ServerMetrics
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    api_key: str | None = None
+    max_queue_size: int = 256
+    max_request_bytes: int = 8 * 1024 * 1024
+    drain_timeout: float = 30.0
+
+
+@dataclass
+class ServerState:
+    config: PipelineConfig
+    settings: ServerSettings
+    model_name: str
+    created: int
+    task: PipelineTask | None = None
+    driver: EngineDriver | None = None
+    embedder: Any = None
+    embed_lock: threading.Lock = field(default_factory=threading.Lock)  # one embeddings batch at a time
+    metrics: ServerMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = ServerMetrics(lambda: self.driver.stats if self.driver is not None else None)
+
+    @property
+    def ready(self) -> bool:
+        if self.task is PipelineTask.EMBEDDINGS_GENERATION:
+            return self.embedder is not None
+        return self.driver is not None and self.driver.alive
+
+    def text_driver(self) -> EngineDriver:
+        """The engine driver, or the error a text-generation route must answer."""
+        if not self.ready:
+            raise APIError(503, "the model is still loading; retry shortly", code="model_loading")
+        if self.driver is None:
+            raise APIError(400, f"model {self.model_name!r} is an embeddings model; use /v1/embeddings",
+                           code="unsupported_task")
+        return self.driver
+
+    def require_embedder(self) -> Any:
+        if not self.ready:
+            raise APIError(503, "the model is still loading; retry shortly", code="model_loading")
+        if self.embedder is None:
+            raise APIError(400, f"model {self.model_name!r} does not produce embeddings", code="unsupported_task")
+        return self.embedder
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise APIError(404, f"model {name!r} does not exist; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+async def require_api_key(request: Request) -> None:
+    """Bearer authentication for /v1 routes when the server has an API key (constant-time compare)."""
+    key = get_state(request).settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
