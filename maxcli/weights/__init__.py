@@ -35,7 +35,7 @@ def load_weights(paths: list[Path]) -> Weights:
     if kind == "gguf":
         merged: dict[str, WeightData] = {}
         for path in paths:
-            tensors = GGUFFile(path).tensors
+            tensors = GGUFFile.open(path).tensors
             dup = set(tensors) & set(merged)
             if dup:
                 raise WeightsError(f"{path}: tensor {sorted(dup)[0]} also appears in another weight file")

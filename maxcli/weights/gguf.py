@@ -37,6 +37,17 @@ class GGUFFile:
             raise WeightsError(f"{self.path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         self._check_tensor_extents()
 
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "GGUFFile":
+        """A shared, parsed instance per file (parsing the header is the slow part: the vocabulary
+        arrays): config resolution, encoding detection and weight loading all reuse one parse."""
+        p = Path(path).resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            raise WeightsError(f"GGUF file not found: {path}") from None
+        return _open_cached(p, st.st_mtime_ns, st.st_size)
+
     def _check_tensor_extents(self) -> None:
         """Every tensor's bytes must lie inside the file (a truncated download fails here, at open)."""
         size = self.path.stat().st_size
@@ -111,3 +122,8 @@ class GGUFFile:
 
     def __repr__(self) -> str:
         return f"GGUFFile({str(self.path)!r}, arch={self.get('general.architecture')!r}, tensors={len(self._reader.tensors)})"
+
+
+@functools.lru_cache(maxsize=4)
+def _open_cached(path: Path, mtime_ns: int, size: int) -> GGUFFile:
+    return GGUFFile(path)

@@ -56,7 +56,7 @@ class RepoError(ValueError):
 
 def _gguf_file_encoding(path: Path) -> SupportedEncoding:
     """The encoding of a GGUF file: general.file_type, else the type holding most matrix bytes."""
-    gf = GGUFFile(path)
+    gf = GGUFFile.open(path)
     file_type = gf.get("general.file_type")
     if isinstance(file_type, int) and file_type in {int(t) for t in _FILE_TYPE_ENCODINGS}:
         return _FILE_TYPE_ENCODINGS[gguf.LlamaFileType(file_type)]
@@ -332,5 +332,5 @@ def load_hf_config(repo: HuggingFaceRepo) -> dict[str, Any]:
             raise RepoError(f"config.json of {repo} is not valid JSON: {exc}") from None
     ggufs = repo.weight_files.get(WeightsFormat.gguf, [])
     if ggufs:
-        return GGUFFile(repo.download(ggufs[0])).hf_config()
+        return GGUFFile.open(repo.download(ggufs[0])).hf_config()
     raise RepoError(f"{repo} has neither config.json nor a GGUF file")

@@ -40,9 +40,12 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
         try:
-            self.delegate = AutoTokenizer.from_pretrained(
-                self.model_path, revision=revision, trust_remote_code=trust_remote_code, gguf_file=gguf_file, **kwargs
-            )
+            if gguf_file is not None and not kwargs:
+                self.delegate = _load_gguf_tokenizer_cached(Path(self.model_path) / gguf_file)
+            else:
+                self.delegate = AutoTokenizer.from_pretrained(
+                    self.model_path, revision=revision, trust_remote_code=trust_remote_code, gguf_file=gguf_file, **kwargs
+                )
         except Exception as exc:  # OSError / ValueError / hub errors, each with multi-line messages
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise TokenizerLoadError(f"cannot load a tokenizer from {self.model_path}: {first}") from None
@@ -185,3 +188,40 @@ class IncrementalDetokenizer:
         rest = full[len(self.text) :] if full.startswith(self.text) else ""
         self.text += rest
         return rest
+
+
+def tokenizer_cache_dir() -> Path:
+    return Path(os.environ.get("MAXCLI_CACHE", Path.home() / ".cache" / "maxcli")) / "tokenizers"
+
+
+def _load_gguf_tokenizer_cached(gguf_path: Path) -> Any:
+    """transformers' tokenizer of a GGUF file, converted once and kept as tokenizer.json in maxcli's cache.
+
+    Converting the GGUF vocabulary takes seconds; loading the saved fast tokenizer takes ~0.1 s. The key
+    covers the file (path, size, mtime) and the transformers version that converted it."""
+    import hashlib
+
+    import transformers
+    from transformers import AutoTokenizer
+
+    st = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
+    cached = tokenizer_cache_dir() / key
+    if (cached / "tokenizer_config.json").is_file():
+        try:
+            return AutoTokenizer.from_pretrained(str(cached))
+        except Exception:  # a damaged cache entry: rebuild it below
+            pass
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    try:
+        import shutil
+        import tempfile
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent))
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
+    except OSError:  # a read-only home: the cache is an optimisation, never a requirement
+        pass
+    return tok

@@ -1,0 +1,132 @@
+"""The FastAPI app and `run_server`, the entry point of `maxcli serve`.
+
+Startup order: uvicorn binds and answers at once (/health: 503), a loader thread builds the model and
+starts the engine thread (/health: 200 from then on). SIGTERM (uvicorn's handler) stops accepting
+connections, lets in-flight requests finish for up to drain_timeout seconds, cancels the rest (their
+KV pages are freed by the cancellation), then stops the engine thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from maxcli.config import PipelineConfig, PipelineEngine
+from maxcli.interfaces import PipelineTask
+from maxcli.serve.driver import EngineDriver
+from maxcli.serve.errors import install_error_handlers
+from maxcli.serve.middleware import BodySizeLimit, CountRequests
+from maxcli.serve.openai_text import router as text_router
+from maxcli.serve.routes import public, v1
+from maxcli.serve.state import ServerSettings, ServerState
+
+logger = logging.getLogger("maxcli.serve")
+
+
+def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
+    """The app; entering its lifespan starts loading the model in a background thread."""
+    state = ServerState(config=config, settings=settings, model_name=config.model_name, created=int(time.time()))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=_load_model, args=(state, on_load_failure), name="maxcli-loader", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            if state.driver is not None:
+                state.driver.stop()
+
+    app = FastAPI(title="maxcli", summary="OpenAI-compatible API of maxcli", lifespan=lifespan)
+    app.state.server = state
+    install_error_handlers(app)
+    app.include_router(text_router)
+    app.include_router(v1)
+    app.include_router(public)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(CountRequests, metrics=state.metrics)  # outermost: counts 413s too
+    return app
+
+
+def model_task(config: PipelineConfig) -> PipelineTask:
+    if config.engine is PipelineEngine.HUGGINGFACE:
+        return PipelineTask.TEXT_GENERATION  # the transformers fallback serves causal LMs only
+    import maxcli.pipelines  # noqa: F401  (registers the built-in architectures)
+    from maxcli.pipelines.lib.custom import register_custom_architectures
+    from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY
+
+    register_custom_architectures(config.custom_architectures, PIPELINE_REGISTRY)
+    return PIPELINE_REGISTRY.retrieve_pipeline_task(config)
+
+
+def _load_model(state: ServerState, on_failure: Callable[[str], None] | None) -> None:
+    config = state.config
+    try:
+        task = model_task(config)
+        if task is PipelineTask.EMBEDDINGS_GENERATION:
+            from maxcli.pipelines.lib.factory import load_embeddings_pipeline
+
+            embedder = load_embeddings_pipeline(config)
+            state.task, state.embedder = task, embedder
+            logger.info("model %s ready (embeddings, dim %s, device %s)", state.model_name,
+                        getattr(embedder, "embedding_dim", "?"), config.device)
+            return
+        from maxcli.engine.engine import LLMEngine
+
+        engine = LLMEngine.from_config(config)
+        driver = EngineDriver(engine, state.metrics)
+        driver.start()
+        state.task, state.driver = task, driver
+        resolved = getattr(engine.pipeline, "pipeline_config", config)
+        kv = engine.pipeline.kv_manager
+        logger.info("model %s ready: encoding %s, device %s, KV cache %d pages x %d tokens, max length %d",
+                    state.model_name, resolved.quantization_encoding, config.device, kv.total_num_pages,
+                    kv.page_size, engine.pipeline.max_seq_len)
+    except Exception as exc:  # the model cannot be served: report one line and stop the server
+        message = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        logger.debug("model load failed", exc_info=True)
+        if on_failure is not None:
+            on_failure(message)
+
+
+def run_server(
+    config: PipelineConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_queue_size: int = 256,
+    max_request_bytes: int = 8 * 1024 * 1024,
+    drain_timeout: float = 30.0,
+) -> None:
+    """Serve until SIGINT/SIGTERM; raises RuntimeError (after shutting down) if the model fails to load."""
+    import uvicorn
+
+    from maxcli.pipelines.lib.factory import with_model_path
+
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # a server always logs its startup (model, device, KV cache, URL)
+    config = with_model_path(config)
+    settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout)
+    failure: list[str] = []
+    server: Any = None
+
+    def on_load_failure(message: str) -> None:
+        failure.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, settings, on_load_failure)
+    uv_config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                               timeout_graceful_shutdown=drain_timeout, lifespan="on")
+    server = uvicorn.Server(uv_config)
+    auth = "bearer key required" if api_key else "no auth"
+    logger.info("serving %s at http://%s:%d (%s); loading the model", config.model_name, host, port, auth)
+    server.run()
+    if failure:
+        raise RuntimeError(f"cannot serve {config.model_name}: {failure[0]}")
+    logger.info("server stopped")
