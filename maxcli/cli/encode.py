@@ -48,7 +48,7 @@ def encode(
             "metrics": {"startup_s": startup, "latency_s": latency, "inputs_per_s": len(texts) / max(latency, 1e-9)},
         }))
         return
-    from rich.console import Console
+    from maxcli.cli.console import console
     from rich.table import Table
 
     table = Table(title=f"embeddings ({config.model_name})")
@@ -56,9 +56,9 @@ def encode(
         table.add_column(col, overflow="fold")
     for i, (n, v) in enumerate(zip(token_counts, vectors)):
         table.add_row(str(i), str(n), str(v.shape[-1]), " ".join(f"{x:+.4f}" for x in v[:4]), texts[i][:60])
-    console = Console()
-    console.print(table)
-    console.print(
+    out = console()
+    out.print(table)
+    out.print(
         f"startup {startup:.2f} s · latency {latency * 1e3:.1f} ms · "
         f"{len(texts) / max(latency, 1e-9):.1f} inputs/s · {sum(token_counts) / max(latency, 1e-9):.0f} tokens/s"
         + (f" · saved {output}" if output else "")

@@ -62,7 +62,7 @@ def generate(
 
 
 def _print_metrics(startup: float, results: list) -> None:
-    from rich.console import Console
+    from maxcli.cli.console import console
     from rich.table import Table
 
     table = Table(title="metrics", show_header=True)
@@ -83,5 +83,5 @@ def _print_metrics(startup: float, results: list) -> None:
     ]
     for k, v in rows:
         table.add_row(k, v)
-    Console(stderr=True).print(table)
+    console(stderr=True).print(table)
 

@@ -28,7 +28,7 @@ def list_archs(
             payload["architectures"][key] = a.describe()
         print(json.dumps(payload, indent=2))
         return
-    from rich.console import Console
+    from maxcli.cli.console import console
     from rich.table import Table
 
     table = Table(title="maxcli architectures", show_lines=True)
@@ -44,4 +44,4 @@ def list_archs(
             a.name, d["task"], encs, "\n".join(d["example_repo_ids"]), ", ".join(d["weight_formats"]),
             "yes" if a.multi_gpu_supported else "no",
         )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console().print(table)

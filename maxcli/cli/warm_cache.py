@@ -24,7 +24,7 @@ def warm_cache(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    from rich.console import Console
+    from maxcli.cli.console import console
     from rich.table import Table
 
     table = Table(title=f"warm-cache: {summary['model']}", show_header=False)
@@ -34,4 +34,4 @@ def warm_cache(
         table.add_row(key, str(summary.get(key)))
     for f in summary["files"]:
         table.add_row("file", f"{f['path']} ({f['bytes'] / 1e6:.1f} MB)")
-    Console().print(table)
+    console().print(table)

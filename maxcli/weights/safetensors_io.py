@@ -26,7 +26,7 @@ _DTYPES = {
 }
 
 
-def _open(path: Path):
+def open_safetensors(path: Path):
     if not path.is_file():
         raise WeightsError(f"safetensors file not found: {path}")
     try:
@@ -39,7 +39,7 @@ def _open(path: Path):
 def read_safetensors(path: str | Path) -> dict[str, WeightData]:
     """Lazy WeightData for every tensor in one .safetensors file (header parsed now, data on use)."""
     path = Path(path)
-    handle = _open(path)
+    handle = open_safetensors(path)
     out: dict[str, WeightData] = {}
     for name in handle.keys():
         sl = handle.get_slice(name)

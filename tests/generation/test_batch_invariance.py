@@ -37,14 +37,18 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def solo_tokens(smollm2_gguf: Path) -> list[list[int]]:
-    """Each prompt alone, prefix caching off: nothing shared with any other sequence."""
-    llm = LLM(model=str(smollm2_gguf), max_length=MAX_LENGTH, kv_cache={"enable_prefix_caching": False})
-    return [llm.generate(p, greedy(NEW_TOKENS))[0].token_ids for p in PROMPTS]
+def solo_tokens(native_llm: LLM) -> list[list[int]]:
+    """Each prompt alone, prefix caching off (native_llm): nothing shared with any other sequence."""
+    assert not native_llm.engine.pipeline.kv_manager.enable_prefix_caching
+    return [native_llm.generate(p, greedy(NEW_TOKENS))[0].token_ids for p in PROMPTS]
 
 
-def batch_run(gguf: Path, **config: object) -> tuple[list[list[int]], LLM]:
+def batch_run(gguf: Path, warm_prefix: bool = False, **config: object) -> tuple[list[list[int]], LLM]:
+    """All PROMPTS in one generate() on a fresh LLM; warm_prefix first runs a prompt that leaves the
+    shared prefix in the cache (prompts admitted in the same step cannot share pages not yet written)."""
     llm = LLM(model=str(gguf), max_length=MAX_LENGTH, **config)
+    if warm_prefix:
+        llm.generate(SHARED + SHARED + "Say hello.", greedy(1))
     return token_ids(llm.generate(PROMPTS, greedy(NEW_TOKENS))), llm
 
 
@@ -65,14 +69,14 @@ def test_prompts_cover_lengths_and_shared_prefixes(native_llm: LLM) -> None:
 
 
 def test_batch_with_prefix_caching(smollm2_gguf: Path, solo_tokens: list[list[int]]) -> None:
-    got, llm = batch_run(smollm2_gguf)
+    got, llm = batch_run(smollm2_gguf, warm_prefix=True)
     assert llm.engine.pipeline.kv_manager.prefix_cache_hits > 0  # the shared prefixes were reused
     assert_same(got, solo_tokens)
 
 
-def test_batch_without_prefix_caching(smollm2_gguf: Path, solo_tokens: list[list[int]]) -> None:
-    got, llm = batch_run(smollm2_gguf, enable_prefix_caching=False)
-    assert llm.engine.pipeline.kv_manager.prefix_cache_hits == 0
+def test_batch_without_prefix_caching(native_llm: LLM, solo_tokens: list[list[int]]) -> None:
+    got = token_ids(native_llm.generate(PROMPTS, greedy(NEW_TOKENS)))
+    assert native_llm.engine.pipeline.kv_manager.prefix_cache_hits == 0
     assert_same(got, solo_tokens)
 
 

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from maxcli.interfaces import (
@@ -164,17 +163,10 @@ class EmbeddingsPipeline(Pipeline[Any, EmbeddingsContext]):
 # -- loading --------------------------------------------------------------------------------------------
 
 
-def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    single = model_dir / "model.safetensors"
-    if single.is_file():
-        return load_file(single)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        weights: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            weights.update(load_file(model_dir / shard))
-        return weights
+def _weight_files(model_dir: Path) -> list[Path]:
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (model_dir / name).is_file():
+            return [model_dir / name]
     raise ValueError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
 
 
@@ -190,9 +182,13 @@ def _max_length(model_dir: Path, config: PretrainedConfig) -> int:
 
 
 def load_embedding_model(
-    model_dir: str | Path, dtype: torch.dtype = torch.float32
+    model_dir: str | Path, dtype: torch.dtype = torch.float32, weight_paths: Sequence[Path] | None = None
 ) -> tuple[EmbeddingModel, Any, PoolingConfig, int]:
-    """(model, tokenizer, pooling, max_length) from a local HF / sentence-transformers folder."""
+    """(model, tokenizer, pooling, max_length) from a local HF / sentence-transformers folder.
+
+    Weights are read lazily through maxcli.weights (memory-mapped; one-line WeightsError when corrupt)."""
+    from maxcli.weights import load_weights
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a model folder (no config.json)")
@@ -209,7 +205,7 @@ def load_embedding_model(
         model, is_decoder = Qwen3EmbeddingModel(config, dtype), True
     else:
         raise ValueError(f"{model_dir}: model_type {config.model_type!r} is not an embedding model here (bert, qwen3)")
-    model.load_weights(_read_safetensors(model_dir))
+    model.load_weights(load_weights(list(weight_paths or _weight_files(model_dir))))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer, PoolingConfig.from_model_dir(model_dir, is_decoder), _max_length(model_dir, config)
 
@@ -222,7 +218,9 @@ def build_embeddings_pipeline(resolved: Any, arch: Any, tokenizer: Any = None) -
         from huggingface_hub import snapshot_download
 
         model_dir = Path(snapshot_download(repo_id, revision=resolved.config.huggingface_model_revision))
-    model, hf_tokenizer, pooling, max_length = load_embedding_model(model_dir, dtype=resolved.encoding.dtype)
+    model, hf_tokenizer, pooling, max_length = load_embedding_model(
+        model_dir, dtype=resolved.encoding.dtype, weight_paths=resolved.weight_paths
+    )
     if resolved.config.max_length is not None:
         max_length = min(max_length, resolved.config.max_length)
     return EmbeddingsPipeline(model, hf_tokenizer, pooling, max_length, max_batch_size=resolved.config.max_batch_size)

@@ -207,9 +207,9 @@ class HuggingFaceRepo:
 
     def _safetensors_encoding(self, name: str) -> SupportedEncoding:
         if self.repo_type is RepoType.local:
-            from safetensors import safe_open
+            from maxcli.weights.safetensors_io import open_safetensors
 
-            with safe_open(str(self._root / name), framework="pt") as handle:
+            with open_safetensors(self._root / name) as handle:  # WeightsError (one line, names the file) when corrupt
                 counts = Counter(handle.get_slice(k).get_dtype() for k in handle.keys())
             for dtype, _ in counts.most_common():
                 if dtype in _DTYPE_ENCODINGS:
