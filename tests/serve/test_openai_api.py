@@ -197,8 +197,12 @@ def test_disconnecting_clients_free_their_kv_pages(server: ServerProcess) -> Non
             _stream_text(client, PROMPTS[i % 4], 10, stop_after=3 if i % 4 == 3 else None) for i in range(NUM_CLIENTS)
         ])
 
+    finished_before = server.metric("maxcli_e2e_request_latency_seconds_count")
     outs = asyncio.run(run())
     assert outs.count("disconnected") == NUM_CLIENTS // 4
     assert all(o and o != "disconnected" for i, o in enumerate(outs) if i % 4 != 3)
     assert server.wait_metric("maxcli_kv_cache_used_pages", 0.0) == 0.0
     assert server.metric("maxcli_num_requests_running") == 0.0
+    # the disconnected requests were aborted, not run to their end
+    finished = server.metric("maxcli_e2e_request_latency_seconds_count") - finished_before
+    assert finished == NUM_CLIENTS - NUM_CLIENTS // 4

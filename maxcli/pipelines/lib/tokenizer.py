@@ -98,7 +98,9 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         return list(self.delegate.encode(prompt, add_special_tokens=add_special_tokens))
 
     async def decode(self, tokens: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
-        return self.delegate.decode(list(tokens), skip_special_tokens=skip_special_tokens, **kwargs)
+        """Text of one token id or a sequence of them (numpy arrays and tensors included)."""
+        ids = [int(tokens)] if isinstance(tokens, int) or getattr(tokens, "ndim", 1) == 0 else [int(t) for t in tokens]
+        return self.delegate.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
 
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         """The chat template's text for `messages` (ending with the assistant prompt by default)."""
