@@ -127,27 +127,31 @@ def paged_attention(
     row_valid = offs[None, :] < q_lens[:, None]  # [B, Mq]
     row_idx = (cu_seqlens_q[:-1, None].long() + offs[None, :]).clamp(max=T - 1)  # [B, Mq]
     qp = q[row_idx]  # [B, Mq, H, D]
-    # Gather keys/values of each sequence's blocks: [B, nblk*bs, Hk, D].
-    bt = block_tables[:, :nblk].long()
-    kp = k_cache[bt].reshape(B, nblk * bs, Hk, D)
-    vp = v_cache[bt].reshape(B, nblk * bs, Hk, D)
+    # Gather keys/values of each sequence's blocks: [B, nblk*bs, Hk, D]. index_select, not k_cache[bt]:
+    # advanced indexing of a large cache is orders of magnitude slower on CPU for the same few rows.
+    bt = block_tables[:, :nblk].reshape(-1).long()
+    K = nblk * bs
+    kp = k_cache.index_select(0, bt).view(B, K, Hk, D)
+    vp = v_cache.index_select(0, bt).view(B, K, Hk, D)
     q_pos = (seq_lens_k[:, None].long() - q_lens[:, None]) + offs[None, :]  # [B, Mq]
-    k_pos = torch.arange(nblk * bs, device=dev)
+    k_pos = torch.arange(K, device=dev)
     mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < seq_lens_k[:, None, None].long())
     if sliding_window is not None and sliding_window > 0:
         mask &= k_pos[None, None, :] > (q_pos[:, :, None] - sliding_window)
     mask &= row_valid[:, :, None]
     mask[:, :, 0] |= ~row_valid  # padded rows see one key so softmax stays finite; they are dropped below
-    G = H // Hk
-    qf = qp.float().permute(0, 2, 1, 3)  # [B, H, Mq, D]
-    kf = kp.float().permute(0, 2, 1, 3).repeat_interleave(G, dim=1)
-    vf = vp.float().permute(0, 2, 1, 3).repeat_interleave(G, dim=1)
+    # GQA without copying K/V per query head: the G query heads of each KV head become G*Mq rows.
+    G, Mq = H // Hk, max_seqlen_q
+    qf = qp.float().view(B, Mq, Hk, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hk, G * Mq, D)
+    kf = kp.float().permute(0, 2, 1, 3)  # [B, Hk, K, D]
+    vf = vp.float().permute(0, 2, 1, 3)
+    m = mask[:, None, None].expand(B, 1, G, Mq, K).reshape(B, 1, G * Mq, K)
     if softcap:
         s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
         s = softcap * torch.tanh(s / softcap)
-        s = s.masked_fill(~mask[:, None], float("-inf"))
+        s = s.masked_fill(~m, float("-inf"))
         o = torch.matmul(torch.softmax(s, dim=-1), vf)
     else:
-        o = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask[:, None], scale=scale)
-    o = o.permute(0, 2, 1, 3)  # [B, Mq, H, D]
+        o = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=m, scale=scale)
+    o = o.view(B, Hk, G, Mq, D).permute(0, 3, 1, 2, 4).reshape(B, Mq, H, D)
     return o[row_valid].to(q.dtype)
