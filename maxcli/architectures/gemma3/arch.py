@@ -1,11 +1,8 @@
 """Gemma3ForCausalLM: registry entry."""
 
-from maxcli.architectures.common import DECODER_ENCODINGS
-from maxcli.config.enums import RopeType, SupportedEncoding, WeightsFormat
-from maxcli.interfaces import PipelineTask
+from maxcli.architectures.common import decoder_architecture
+from maxcli.config.enums import RopeType, SupportedEncoding
 from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
-from maxcli.pipelines.lib.registry import SupportedArchitecture
-from maxcli.pipelines.lib.tokenizer import TextTokenizer
 
 from . import weight_adapters
 from .model import Gemma3ForCausalLM
@@ -15,19 +12,10 @@ class Gemma3Model(TorchTextGenerationModel):
     module_class = Gemma3ForCausalLM
 
 
-gemma3_arch = SupportedArchitecture(
-    name="Gemma3ForCausalLM",
-    task=PipelineTask.TEXT_GENERATION,
+gemma3_arch = decoder_architecture(
+    Gemma3Model,
     example_repo_ids=["google/gemma-3-1b-it"],
     default_encoding=SupportedEncoding.bfloat16,
-    supported_encodings=DECODER_ENCODINGS,
-    pipeline_model=Gemma3Model,
-    tokenizer=TextTokenizer,
-    default_weights_format=WeightsFormat.safetensors,
     rope_type=RopeType.neox,
-    weight_adapters={
-        WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict,
-        WeightsFormat.gguf: weight_adapters.convert_gguf_state_dict,
-    },
-    multi_gpu_supported=True,
+    weight_adapters=weight_adapters,
 )

@@ -1,11 +1,8 @@
 """MistralForCausalLM: registry entry."""
 
-from maxcli.architectures.common import DECODER_ENCODINGS
-from maxcli.config.enums import RopeType, SupportedEncoding, WeightsFormat
-from maxcli.interfaces import PipelineTask
+from maxcli.architectures.common import decoder_architecture
+from maxcli.config.enums import RopeType, SupportedEncoding
 from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
-from maxcli.pipelines.lib.registry import SupportedArchitecture
-from maxcli.pipelines.lib.tokenizer import TextTokenizer
 
 from . import weight_adapters
 from .model import MistralForCausalLM
@@ -15,19 +12,10 @@ class MistralModel(TorchTextGenerationModel):
     module_class = MistralForCausalLM
 
 
-mistral_arch = SupportedArchitecture(
-    name="MistralForCausalLM",
-    task=PipelineTask.TEXT_GENERATION,
+mistral_arch = decoder_architecture(
+    MistralModel,
     example_repo_ids=["mistralai/Mistral-7B-Instruct-v0.3"],
     default_encoding=SupportedEncoding.bfloat16,
-    supported_encodings=DECODER_ENCODINGS,
-    pipeline_model=MistralModel,
-    tokenizer=TextTokenizer,
-    default_weights_format=WeightsFormat.safetensors,
     rope_type=RopeType.normal,
-    weight_adapters={
-        WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict,
-        WeightsFormat.gguf: weight_adapters.convert_gguf_state_dict,
-    },
-    multi_gpu_supported=True,
+    weight_adapters=weight_adapters,
 )

@@ -1,11 +1,8 @@
 """Phi3ForCausalLM: registry entry."""
 
-from maxcli.architectures.common import DECODER_ENCODINGS
-from maxcli.config.enums import RopeType, SupportedEncoding, WeightsFormat
-from maxcli.interfaces import PipelineTask
+from maxcli.architectures.common import decoder_architecture
+from maxcli.config.enums import RopeType, SupportedEncoding
 from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
-from maxcli.pipelines.lib.registry import SupportedArchitecture
-from maxcli.pipelines.lib.tokenizer import TextTokenizer
 
 from . import weight_adapters
 from .model import Phi3ForCausalLM
@@ -15,19 +12,10 @@ class Phi3Model(TorchTextGenerationModel):
     module_class = Phi3ForCausalLM
 
 
-phi3_arch = SupportedArchitecture(
-    name="Phi3ForCausalLM",
-    task=PipelineTask.TEXT_GENERATION,
+phi3_arch = decoder_architecture(
+    Phi3Model,
     example_repo_ids=["microsoft/Phi-3-mini-4k-instruct", "microsoft/Phi-3.5-mini-instruct"],
     default_encoding=SupportedEncoding.bfloat16,
-    supported_encodings=DECODER_ENCODINGS,
-    pipeline_model=Phi3Model,
-    tokenizer=TextTokenizer,
-    default_weights_format=WeightsFormat.safetensors,
     rope_type=RopeType.longrope,
-    weight_adapters={
-        WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict,
-        WeightsFormat.gguf: weight_adapters.convert_gguf_state_dict,
-    },
-    multi_gpu_supported=True,
+    weight_adapters=weight_adapters,
 )

@@ -1,13 +1,13 @@
 """Qwen3ForCausalLM: registry entry."""
 
-from maxcli.architectures.common import DECODER_ENCODINGS
+from maxcli.architectures.common import decoder_architecture
 from maxcli.config.enums import KVCacheStrategy, RopeType, SupportedEncoding, WeightsFormat
 from maxcli.interfaces import PipelineTask
 from maxcli.pipelines.core import EmbeddingsContext
 from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
-from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
 from maxcli.pipelines.lib.registry import SupportedArchitecture
 from maxcli.pipelines.lib.tokenizer import TextTokenizer
+from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
 
 from . import weight_adapters
 from .model import Qwen3ForCausalLM
@@ -17,21 +17,12 @@ class Qwen3Model(TorchTextGenerationModel):
     module_class = Qwen3ForCausalLM
 
 
-qwen3_arch = SupportedArchitecture(
-    name="Qwen3ForCausalLM",
-    task=PipelineTask.TEXT_GENERATION,
+qwen3_arch = decoder_architecture(
+    Qwen3Model,
     example_repo_ids=["Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"],
     default_encoding=SupportedEncoding.bfloat16,
-    supported_encodings=DECODER_ENCODINGS,
-    pipeline_model=Qwen3Model,
-    tokenizer=TextTokenizer,
-    default_weights_format=WeightsFormat.safetensors,
     rope_type=RopeType.neox,
-    weight_adapters={
-        WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict,
-        WeightsFormat.gguf: weight_adapters.convert_gguf_state_dict,
-    },
-    multi_gpu_supported=True,
+    weight_adapters=weight_adapters,
 )
 
 

@@ -138,7 +138,7 @@ class PipelineRegistry:
         """Every registered architecture, the (name, task) variants included."""
         seen: dict[int, SupportedArchitecture] = {id(a): a for a in self.architectures.values()}  # loads builtins
         seen.update({id(a): a for a in self._by_name_task.values()})
-        return sorted(seen.values(), key=lambda a: (a.name, str(a.task)))
+        return sorted(seen.values(), key=lambda a: (a.name, a.task is not PipelineTask.TEXT_GENERATION, str(a.task)))
 
     def supported_names(self) -> list[str]:
         return sorted({a.name for a in self.all()})
