@@ -66,6 +66,11 @@ def test_warm_cache_failures(tmp_path, smollm2_gguf, minilm_dir):
     r = maxcli("warm-cache", "--model", str(smollm2_gguf), "--quantization-encoding", "q6_k")
     assert_one_line_error(r, "q6_k", "q4_1")
 
+    import torch
+
+    if not torch.cuda.is_available():
+        assert_one_line_error(maxcli("warm-cache", "--model", str(smollm2_gguf), "--devices", "gpu:0"), "CUDA device")
+
 
 def test_encode_json_and_npy(tmp_path, minilm_dir):
     out = tmp_path / "v.npy"

@@ -58,6 +58,18 @@ def _format_of(path: Path) -> WeightsFormat:
     return WeightsFormat.safetensors
 
 
+def validate_devices_available(config: PipelineConfig) -> None:
+    """Every requested GPU must exist (the seeds' MAXModelConfig.resolve, step 1)."""
+    from maxcli.driver import accelerator_count
+
+    wanted = [d.id for d in config.device_specs if d.device_type == "gpu"]
+    if wanted:
+        have = accelerator_count()
+        missing = [i for i in wanted if i >= have]
+        if missing:
+            raise ConfigError(f"devices: gpu:{missing[0]} requested but {have} CUDA device(s) are available")
+
+
 def resolve_for_architecture(
     config: PipelineConfig, arch: SupportedArchitecture, registry: PipelineRegistry = PIPELINE_REGISTRY
 ) -> ResolvedModel:
@@ -65,6 +77,7 @@ def resolve_for_architecture(
     from maxcli.pipelines.lib.hf_repo import resolve_encoding_and_weights
 
     config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
+    validate_devices_available(config)
     updates: dict[str, Any] = {k: v for k, v in arch.required_arguments.items() if k in PipelineConfig.model_fields}
     repo = huggingface_repo_for(config)
     hf_config = registry.get_active_huggingface_config(repo)
