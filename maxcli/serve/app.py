@@ -8,12 +8,15 @@ KV pages are freed by the cancellation), then stops the engine thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
+import uvicorn
 from fastapi import FastAPI
 
 from maxcli.config import PipelineConfig, PipelineEngine
@@ -104,8 +107,6 @@ def run_server(
     drain_timeout: float = 30.0,
 ) -> None:
     """Serve until SIGINT/SIGTERM; raises RuntimeError (after shutting down) if the model fails to load."""
-    import uvicorn
-
     from maxcli.pipelines.lib.factory import with_model_path
 
     if logger.getEffectiveLevel() > logging.INFO:
@@ -123,10 +124,37 @@ def run_server(
     app = create_app(config, settings, on_load_failure)
     uv_config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                timeout_graceful_shutdown=drain_timeout, lifespan="on")
-    server = uvicorn.Server(uv_config)
+    server = _DrainingServer(uv_config)
     auth = "bearer key required" if api_key else "no auth"
     logger.info("serving %s at http://%s:%d (%s); loading the model", config.model_name, host, port, auth)
     server.run()
     if failure:
         raise RuntimeError(f"cannot serve {config.model_name}: {failure[0]}")
     logger.info("server stopped")
+
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after its graceful shutdown, so the process dies by the
+    signal; a server that drained its requests has finished its work and exits with status 0 instead.
+    SIGINT still ends as KeyboardInterrupt (the CLI's 'aborted')."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        seen: list[int] = []
+
+        def on_signal(sig: int, frame: Any) -> None:
+            seen.append(sig)
+            self.handle_exit(sig, frame)
+
+        original = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        if signal.SIGINT in seen:
+            raise KeyboardInterrupt

@@ -139,9 +139,10 @@ class EngineDriver:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._drain_commands(block=not self.engine.has_unfinished)
+            self.stats = self._snapshot()  # before the step too: a step can take long, new arrivals count now
             if self.engine.has_unfinished and not self._stop.is_set():
                 self._step()
-            self.stats = self._snapshot()
+                self.stats = self._snapshot()
         for rid in list(self._live):
             self.engine.abort(rid)
         self._live.clear()

@@ -9,6 +9,7 @@ handler cancelled) frees every unfinished choice's KV pages.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
@@ -18,14 +19,14 @@ from maxcli.interfaces import InputError, RequestID, SamplingParams, TextGenerat
 from maxcli.pipelines.core import TextContext
 from maxcli.serve.driver import Accepted, EngineDriver, Rejected, Sink
 from maxcli.serve.errors import APIError
-from maxcli.serve.schemas import _SamplingFields
+from maxcli.serve.schemas import SamplingFields
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 1.0  # how often a non-streaming request checks whether its client is still there
 
 
 def sampling_params_for(
-    body: _SamplingFields,
+    body: SamplingFields,
     config: PipelineConfig,
     max_new_tokens: int | None,
     choice: int,
@@ -80,7 +81,8 @@ class GenerationJob:
         self.max_queue_size = max_queue_size
         self.choices: list[Choice] = []
         self._sink: Sink | None = None
-        self._early: list[tuple[int, object]] = []  # outputs that arrived before every accept
+        self._early: list[tuple[int, object]] = []
+        self._next_disconnect_check = 0.0  # time.monotonic() of the next client check (non-streaming)  # outputs that arrived before every accept
 
     async def start(self, requests: list[TextGenerationRequest]) -> list[Choice]:
         """Submit every request; raise APIError (and abort the accepted ones) if any is refused."""
@@ -138,13 +140,17 @@ class GenerationJob:
         queue = self._sink.queue
         if is_disconnected is None:
             return await queue.get()
-        while True:
-            try:
-                return await asyncio.wait_for(queue.get(), DISCONNECT_POLL_S)
-            except asyncio.TimeoutError:
+        while True:  # check the client at least every DISCONNECT_POLL_S, busy or idle
+            now = time.monotonic()
+            if now >= self._next_disconnect_check:
+                self._next_disconnect_check = now + DISCONNECT_POLL_S
                 if await is_disconnected():
                     self.abort()
-                    raise ClientGone() from None
+                    raise ClientGone()
+            try:
+                return await asyncio.wait_for(queue.get(), max(0.0, self._next_disconnect_check - now))
+            except asyncio.TimeoutError:
+                continue
 
     def _apply(self, tag: int, out: RequestOutput) -> tuple[Choice, RequestOutput]:
         choice = self.choices[tag]

@@ -41,7 +41,7 @@ class ChatMessage(_Strict):
         return "".join(part.text for part in self.content)
 
 
-class _SamplingFields(_Strict):
+class SamplingFields(_Strict):
     """Fields shared by chat and completions: OpenAI's sampling knobs plus vLLM-style extras."""
 
     model: str = Field(min_length=1)
@@ -88,7 +88,7 @@ class _SamplingFields(_Strict):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=0)
     logprobs: bool = False
@@ -111,7 +111,7 @@ class ChatCompletionRequest(_SamplingFields):
 PromptInput = Union[str, list[str], TokenIds, list[TokenIds]]
 
 
-class CompletionRequest(_SamplingFields):
+class CompletionRequest(SamplingFields):
     prompt: PromptInput
     echo: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)

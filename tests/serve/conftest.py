@@ -60,8 +60,11 @@ class ServerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
 
+    def metric_text(self) -> str:
+        return httpx.get(f"{self.base_url}/metrics", timeout=10.0).text
+
     def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.base_url}/metrics", timeout=10.0).text
+        text = self.metric_text()
         for line in text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])

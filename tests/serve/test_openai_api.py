@@ -83,7 +83,7 @@ def test_completions_echo_and_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_completions_prompt_forms(client: openai.OpenAI) -> None:
-    ids = client.completions.create(model=MODEL, prompt="Hello", max_tokens=1, temperature=0, echo=True, logprobs=0)
+    echoed = client.completions.create(model=MODEL, prompt="Hello", max_tokens=1, temperature=0, echo=True, logprobs=0)
     token_ids_reply = client.completions.create(model=MODEL, prompt=[[1, 2, 3], [4, 5]], max_tokens=2, temperature=0)
     assert len(token_ids_reply.choices) == 2 and token_ids_reply.usage.prompt_tokens == 5
     strings = client.completions.create(model=MODEL, prompt=["Hello", "Goodbye"], max_tokens=2, temperature=0, n=2)
@@ -91,7 +91,7 @@ def test_completions_prompt_forms(client: openai.OpenAI) -> None:
     # greedy choices of one prompt agree
     by_index = {c.index: c.text for c in strings.choices}
     assert by_index[0] == by_index[1] and by_index[2] == by_index[3]
-    assert ids.choices[0].text.startswith("Hello")
+    assert echoed.choices[0].text.startswith("Hello")
 
 
 def test_n_choices_and_seeded_sampling(client: openai.OpenAI) -> None:
@@ -206,3 +206,13 @@ def test_disconnecting_clients_free_their_kv_pages(server: ServerProcess) -> Non
     # the disconnected requests were aborted, not run to their end
     finished = server.metric("maxcli_e2e_request_latency_seconds_count") - finished_before
     assert finished == NUM_CLIENTS - NUM_CLIENTS // 4
+
+
+def test_non_streaming_client_that_gives_up_is_aborted(server: ServerProcess) -> None:
+    finished_before = server.metric("maxcli_e2e_request_latency_seconds_count")
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    assert server.wait_metric("maxcli_num_requests_running", 0.0) == 0.0
+    assert server.metric("maxcli_kv_cache_used_pages") == 0.0
+    assert server.metric("maxcli_e2e_request_latency_seconds_count") == finished_before  # aborted, not finished
