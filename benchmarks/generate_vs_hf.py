@@ -2,7 +2,7 @@
 
 Both sides run greedy in float32 on the same dequantized file, in the same process and thread count, and
 always produce the full number of new tokens (maxcli ignore_eos; HF with eos unset). Two workloads:
-- single stream: one prompt, N new tokens; decode tok/s = (N - 1) / (total - time to first token);
+- single stream: one prompt, N new tokens; decode tok/s = (N - 1) / (last token time - first token time);
 - batch: B prompts of ~P tokens, N new tokens each; HF pads on the left and runs one generate call,
   maxcli takes all prompts in one generate() (continuous batching); throughput = B * N / wall time.
 Usage: python benchmarks/generate_vs_hf.py [--model FILE.gguf] [--quick] [--batch 64] [--new-tokens 128]
@@ -58,9 +58,22 @@ def run_native(llm: LLM, single: str, batch: list[str], new_tokens: int) -> Figu
     return Figures(one.metrics.decode_tok_s, one.metrics.ttft_s, len(batch) * new_tokens / wall, wall, one.token_ids)
 
 
-def hf_generate(model: Any, enc: dict[str, torch.Tensor], new_tokens: int) -> torch.Tensor:
+class TokenClock:
+    """A generate() streamer that stamps each put(): the first holds the prompt, then one per new token."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def hf_generate(model: Any, enc: dict[str, torch.Tensor], new_tokens: int, streamer: Any = None) -> torch.Tensor:
     with torch.inference_mode():
-        return model.generate(**enc, do_sample=False, max_new_tokens=new_tokens)
+        return model.generate(**enc, do_sample=False, max_new_tokens=new_tokens, streamer=streamer)
 
 
 def run_hf(model: Any, tokenizer: Any, single: str, batch: list[str], new_tokens: int) -> Figures:
@@ -71,18 +84,17 @@ def run_hf(model: Any, tokenizer: Any, single: str, batch: list[str], new_tokens
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     enc_one = tokenizer([single], return_tensors="pt")
     hf_generate(model, enc_one, 4)  # warm-up
+    clock = TokenClock()
     start = time.perf_counter()
-    hf_generate(model, enc_one, 1)
-    ttft = time.perf_counter() - start
-    start = time.perf_counter()
-    out = hf_generate(model, enc_one, new_tokens)
-    total = time.perf_counter() - start
+    out = hf_generate(model, enc_one, new_tokens, streamer=clock)
+    assert len(clock.stamps) == new_tokens + 1  # stamps[0] is the prompt, before any forward
+    ttft, decode_s = clock.stamps[1] - start, clock.stamps[-1] - clock.stamps[1]
     enc = tokenizer(batch, return_tensors="pt", padding=True)
     start = time.perf_counter()
     hf_generate(model, enc, new_tokens)
     wall = time.perf_counter() - start
     tokens = out[0, enc_one["input_ids"].shape[1] :].tolist()
-    return Figures((new_tokens - 1) / (total - ttft), ttft, len(batch) * new_tokens / wall, wall, tokens)
+    return Figures((new_tokens - 1) / decode_s, ttft, len(batch) * new_tokens / wall, wall, tokens)
 
 
 def main() -> None:

@@ -13,4 +13,8 @@ from .helpers import MAX_LENGTH, NUM_PAGES
 
 @pytest.fixture(scope="session")
 def native_llm(smollm2_gguf: Path) -> LLM:
-    return LLM(model=str(smollm2_gguf), max_length=MAX_LENGTH, kv_cache_num_pages=NUM_PAGES, enable_prefix_caching=False)
+    return LLM(
+        model=str(smollm2_gguf),
+        max_length=MAX_LENGTH,
+        kv_cache={"kv_cache_num_pages": NUM_PAGES, "enable_prefix_caching": False},
+    )

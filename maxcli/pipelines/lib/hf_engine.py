@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any, Sequence
 
 import torch
@@ -46,8 +47,14 @@ class HuggingFaceTextGenerationPipeline(TextGenerationPipeline):
         super().__init__(pipeline_config, model, kv_manager, max_seq_len, sampler)
         self.model = model
         self.device = next(model.parameters()).device
-        # contexts holding a DynamicCache; their caches are dropped once the KV manager lets them go
-        self._holders: dict[RequestID, TextContext] = {}
+        # Contexts holding a DynamicCache, weakly: a context the caller dropped takes its cache with it;
+        # one still referenced loses its cache at the first step after the KV manager released it.
+        self._holders: weakref.WeakValueDictionary[RequestID, TextContext] = weakref.WeakValueDictionary()
+
+    @property
+    def num_request_caches(self) -> int:
+        """Requests whose DynamicCache is alive (finished ones count until the next step)."""
+        return len(self._holders)
 
     def forward_and_sample(self, scheduled: Sequence[tuple[TextContext, int]]) -> StepResult:
         """Feed each context tokens [num_computed, num_computed + n), sample where a chunk ends its tokens.
@@ -104,7 +111,9 @@ class HuggingFaceTextGenerationPipeline(TextGenerationPipeline):
     def _drop_released_caches(self) -> None:
         """Free the caches of requests the engine finished or aborted (their pages were released)."""
         for rid in [r for r in self._holders if not self.kv_manager.contains(r)]:
-            self._holders.pop(rid).extra.pop(_CACHE_KEY, None)
+            ctx = self._holders.pop(rid, None)
+            if ctx is not None:
+                ctx.extra.pop(_CACHE_KEY, None)
 
     def release(self, request_id: RequestID) -> None:
         super().release(request_id)
