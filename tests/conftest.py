@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
+
+# Triton decides interpreter mode when it is first imported (its own library kernels are jit-decorated
+# then), so it must be set before any test module or library imports triton: here, at session start.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
