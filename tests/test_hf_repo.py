@@ -129,3 +129,10 @@ def test_local_folder_cast_rules(minilm_dir: Path, tmp_path: Path) -> None:
     shutil.copy(minilm_dir / "config.json", empty / "config.json")
     with pytest.raises(RepoError, match="holds no weight files"):
         resolve_encoding_and_weights(HuggingFaceRepo(str(empty)), None, [], E.float32, arch)
+
+
+def test_download_shows_a_rich_progress_bar(hub: FakeHub, capfd: pytest.CaptureFixture[str]) -> None:
+    HuggingFaceRepo(REPO).download("model.safetensors", force_download=True)
+    out, err = capfd.readouterr()
+    shown = out + err
+    assert "model.safetensors" in shown and "100%" in shown  # rich's bar, rendered when the download ends

@@ -166,7 +166,8 @@ class HuggingFaceRepo:
             return path
         try:
             return Path(huggingface_hub.hf_hub_download(
-                self.repo_id, filename, revision=self.revision, force_download=force_download
+                self.repo_id, filename, revision=self.revision, force_download=force_download,
+                tqdm_class=rich_progress_class(),
             ))
         except Exception as exc:  # hub errors, offline misses, and the HTTP stack's transport errors
             raise RepoError(f"cannot download {filename} from {self.repo_id}@{self.revision}: {str(exc).splitlines()[0]}") from None
@@ -264,6 +265,17 @@ class HuggingFaceRepo:
 
     def __str__(self) -> str:
         return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
+
+
+def rich_progress_class() -> type:
+    """tqdm's rich front end, for huggingface_hub's download bars (one bar per file, on stderr)."""
+    import warnings
+
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm_rich
+
+    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
+    return tqdm_rich
 
 
 def resolve_encoding_and_weights(
