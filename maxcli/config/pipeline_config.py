@@ -59,6 +59,11 @@ class PipelineConfig(BaseModel):
     huggingface_model_revision: str = Field("main", description="Branch, tag or commit of the model repo.")
     huggingface_weight_revision: str = Field("main", description="Branch, tag or commit of the weights repo.")
     rope_type: Optional[RopeType] = Field(None, description="Force a RoPE type (GGUF weights only need this rarely).")
+    cpu_quantized_matmul: bool = Field(
+        False,
+        description="CPU, GGUF Q4_0/Q4_1/Q4_K/Q8_0 weights: keep them packed and multiply with int4/int8 kernels "
+        "on bfloat16 activations (several times faster decode, approximate); off: exact float32 dequantized weights.",
+    )
     engine: PipelineEngine = Field(
         PipelineEngine.MAX, description="Engine: max (native) or huggingface (transformers fallback for any model)."
     )

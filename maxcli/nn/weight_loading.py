@@ -55,6 +55,31 @@ def _resolve(name: str, params: Mapping[str, nn.Parameter], stacked: Sequence[St
     raise ValueError(f"unexpected weight {name!r}: the model has no such parameter")
 
 
+def checkpoint_targets(
+    model: nn.Module,
+    names: Iterable[str],
+    stacked: Sequence[StackedParam] = (),
+    ignore: Iterable[str] = (),
+    strict: bool = True,
+) -> list[tuple[str, str, Any]]:
+    """(checkpoint name, parameter name, shard id or None) for every checkpoint name not ignored.
+
+    A name the model has no parameter for raises ValueError (one line), or is skipped when not strict.
+    """
+    ignore = tuple(ignore)
+    params = dict(model.named_parameters())
+    out = []
+    for name in names:
+        if name.endswith(ignore):
+            continue
+        try:
+            out.append((name, *_resolve(name, params, stacked)))
+        except ValueError:
+            if strict:
+                raise
+    return out
+
+
 def load_weights(
     model: nn.Module,
     weights: Mapping[str, torch.Tensor | TensorSource],
@@ -65,13 +90,10 @@ def load_weights(
 
     Raises ValueError (one line) on an unknown name, a wrong shape, or a parameter left unloaded.
     """
-    ignore = tuple(ignore)
     params = dict(model.named_parameters())
     loaded: dict[str, set[Any]] = {n: set() for n in params}
-    for name, value in weights.items():
-        if name.endswith(ignore):
-            continue
-        target, shard_id = _resolve(name, params, stacked)
+    for name, target, shard_id in checkpoint_targets(model, weights, stacked, ignore):
+        value = weights[name]
         param = params[target]
         tensor = materialize(name, value, param.dtype)
         if shard_id is None:

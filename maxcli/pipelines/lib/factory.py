@@ -172,11 +172,23 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     pages = kv_cache_pages(config, params.bytes_per_page, max_seq_len, weights_bytes)
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     model = model_cls(config, hf_config, state, kv, device, dtype)
+    if config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf:
+        quantize_module_linears(model.module, state)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,
     )
     return TextGenerationPipeline(config, model, kv, max_seq_len)
+
+
+def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
+    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized); lm_head stays float
+    because models read its weight directly."""
+    from maxcli.nn.quantized import quantize_linears
+
+    ignored = tuple(getattr(module, "ignored_weights", ()))
+    swapped = quantize_linears(module, state, getattr(module, "stacked_params", ()), ignored, skip=("lm_head",))
+    logger.info("cpu_quantized_matmul: %d linear layers kept packed", len(swapped))
 
 
 def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
