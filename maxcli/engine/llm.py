@@ -97,25 +97,7 @@ class LLM:
 
     def default_sampling_params(self, **overrides: Any) -> SamplingParams:
         """Sampling values from the config's sampling section and max_new_tokens, then overrides."""
-        s = self.config.sampling
-        params = SamplingParams(
-            max_new_tokens=None if self.config.max_new_tokens < 0 else self.config.max_new_tokens,
-            temperature=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            repetition_penalty=s.repetition_penalty,
-            frequency_penalty=s.frequency_penalty,
-            presence_penalty=s.presence_penalty,
-            seed=s.seed,
-            stop=list(s.stop),
-            stop_token_ids=list(s.stop_token_ids),
-            min_new_tokens=s.min_tokens,
-            ignore_eos=s.ignore_eos,
-        )
-        for k, v in overrides.items():
-            setattr(params, k, v)
-        return params.validate()
+        return self.config.sampling_params(**overrides)
 
     def generate(
         self,

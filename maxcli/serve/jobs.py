@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable
 
 from maxcli.config import PipelineConfig
 from maxcli.engine.engine import RequestOutput
@@ -21,7 +21,6 @@ from maxcli.serve.driver import Accepted, EngineDriver, Rejected, Sink
 from maxcli.serve.errors import APIError
 from maxcli.serve.schemas import SamplingFields
 
-T = TypeVar("T")
 DISCONNECT_POLL_S = 1.0  # how often a non-streaming request checks whether its client is still there
 
 
@@ -35,30 +34,26 @@ def sampling_params_for(
 ) -> SamplingParams:
     """The config's sampling defaults, overridden by every field the request set. Choice i of a seeded
     request uses seed + i, so n choices differ from each other yet repeat across identical requests."""
-    s = config.sampling
-    seed = body.seed if body.seed is not None else s.seed
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens if max_new_tokens is not None else (None if config.max_new_tokens < 0 else config.max_new_tokens),
-        temperature=_pick(body.temperature, s.temperature),
-        top_k=_pick(body.top_k, s.top_k),
-        top_p=_pick(body.top_p, s.top_p),
-        min_p=_pick(body.min_p, s.min_p),
-        repetition_penalty=_pick(body.repetition_penalty, s.repetition_penalty),
-        frequency_penalty=_pick(body.frequency_penalty, s.frequency_penalty),
-        presence_penalty=_pick(body.presence_penalty, s.presence_penalty),
+    seed = body.seed if body.seed is not None else config.sampling.seed
+    return config.sampling_params(
+        max_new_tokens=max_new_tokens,
+        temperature=body.temperature,
+        top_k=body.top_k,
+        top_p=body.top_p,
+        min_p=body.min_p,
+        repetition_penalty=body.repetition_penalty,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
         seed=None if seed is None else seed + choice,
-        stop=list(body.stop) if body.stop is not None else list(s.stop),  # type: ignore[arg-type]
-        stop_token_ids=list(body.stop_token_ids) if body.stop_token_ids is not None else list(s.stop_token_ids),
-        min_new_tokens=_pick(body.min_tokens, s.min_tokens),
-        ignore_eos=_pick(body.ignore_eos, s.ignore_eos),
+        stop=None if body.stop is None else list(body.stop),  # type: ignore[arg-type]
+        stop_token_ids=None if body.stop_token_ids is None else list(body.stop_token_ids),
+        min_new_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
         logprobs=logprobs,
-        echo=echo,
+        echo=echo or None,
     )
-    return params.validate()
 
 
-def _pick(value: T | None, default: T) -> T:
-    return default if value is None else value
 
 
 @dataclass
