@@ -59,7 +59,6 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
 def model_task(config: PipelineConfig) -> PipelineTask:
     if config.engine is PipelineEngine.HUGGINGFACE:
         return PipelineTask.TEXT_GENERATION  # the transformers fallback serves causal LMs only
-    import maxcli.pipelines  # noqa: F401  (registers the built-in architectures)
     from maxcli.pipelines.lib.custom import register_custom_architectures
     from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY
 

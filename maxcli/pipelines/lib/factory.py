@@ -208,7 +208,6 @@ def _prepare(config: PipelineConfig) -> PipelineConfig:
 
 def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
     """(tokenizer, pipeline) for generate / serve, native or through the transformers fallback."""
-    import maxcli.pipelines  # noqa: F401  (registers the built-in architectures)
 
     config = _prepare(config)
     if config.engine is PipelineEngine.HUGGINGFACE:
@@ -219,7 +218,6 @@ def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
 
 
 def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> Any:
-    import maxcli.pipelines  # noqa: F401
 
     config = _prepare(config)
     _, pipeline = PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.EMBEDDINGS_GENERATION)
@@ -229,7 +227,6 @@ def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> 
 
 def warm_model_cache(config: PipelineConfig) -> dict[str, Any]:
     """Resolve, download what is missing, load every weight once (validating shapes), and summarize."""
-    import maxcli.pipelines  # noqa: F401
 
     config = _prepare(config)
     repo = huggingface_repo_for(config)
