@@ -34,6 +34,9 @@ def generate(
         texts = ["Tell me a short fact about the ocean."]
     from maxcli.engine.llm import LLM
 
+    # A one-shot run never batches more than its prompts: sizing the batch (and so the KV cache, which
+    # holds max_batch_size sequences of max_length) to them saves allocating and zeroing the rest.
+    config = config.model_copy(update={"max_batch_size": min(config.max_batch_size, len(texts))})
     llm = LLM.from_config(config)
     startup = time.perf_counter() - PROCESS_START
     params = llm.default_sampling_params(logprobs=logprobs)
