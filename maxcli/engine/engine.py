@@ -148,10 +148,6 @@ class LLMEngine:
             new_logprobs=lps,
         )
 
-    def text_of(self, request_id: RequestID) -> str | None:
-        state = self._states.get(request_id)
-        return None if state is None else state.text
-
 
 def _is_stop_token(ctx: TextContext, tok: int) -> bool:
     sp = ctx.sampling_params

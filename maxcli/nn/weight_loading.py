@@ -108,3 +108,18 @@ def load_weights(
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ValueError(f"missing weights: {', '.join(missing[:5])}{more}")
+
+
+def assign_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], label: str) -> None:
+    """Install a complete state dict (names already the model's own) by assignment, no copies: every name
+    present, none extra, every shape right, else a one-line ValueError naming `label`. Freezes the model."""
+    expected = set(model.state_dict().keys())
+    missing, unknown = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unknown:
+        raise ValueError(f"{label} checkpoint mismatch: missing {missing[:3]}, unexpected {unknown[:3]}")
+    for name, tensor in state.items():
+        want = model.get_parameter(name).shape
+        if tensor.shape != want:
+            raise ValueError(f"{label} weight {name} has shape {tuple(tensor.shape)}, expected {tuple(want)}")
+    model.load_state_dict(state, strict=True, assign=True)
+    model.requires_grad_(False)

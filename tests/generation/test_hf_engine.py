@@ -14,7 +14,9 @@ from maxcli.engine.llm import LLM
 from maxcli.interfaces import InputError, RequestID, SamplingParams, TextGenerationInputs, TextGenerationRequest
 from maxcli.pipelines.lib.hf_engine import HuggingFaceTextGenerationPipeline, load_huggingface_pipeline
 
-from .helpers import MAX_LENGTH, greedy, token_ids, write_tiny_llama
+from tiny_checkpoints import write_tiny_llama
+
+from .helpers import MAX_LENGTH, greedy, token_ids
 
 PROMPTS = [
     "Hi",
@@ -28,7 +30,7 @@ GOLDEN = Path(__file__).parent / "golden" / "smollm2_capital.json"
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_gguf)
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_gguf, max_positions=MAX_LENGTH)
 
 
 @pytest.fixture(scope="module")

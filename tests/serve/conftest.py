@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -94,34 +93,10 @@ class ServerProcess:
 def tiny_custom_model(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
     """A random-weight Llama checkpoint whose config.json names MyModelForCausalLM (custom_architectures/
     my_model), saved with safetensors, with the SmolLM2 tokenizer (and chat template) beside it."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tiny_checkpoints import write_tiny_llama
 
     folder = tmp_path_factory.mktemp("my_model_checkpoint")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.float32)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
-    config_dict = config.to_dict()
-    config_dict["architectures"] = ["MyModelForCausalLM"]
-    config_dict["logit_scale"] = 0.5
-    (folder / "config.json").write_text(json.dumps(config_dict, indent=2))
-    tokenizer.save_pretrained(folder)
-    return folder
+    return write_tiny_llama(folder, smollm2_gguf, architectures=["MyModelForCausalLM"], logit_scale=0.5)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import BertConfig
 
 from maxcli.architectures.bert.weight_adapters import convert_safetensor_state_dict
+from maxcli.nn.weight_loading import assign_state_dict
 from maxcli.ops import layer_norm
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -95,16 +96,7 @@ class BertEmbeddingModel(nn.Module):
         Values are tensors or objects with .to_tensor(dtype). Raises ValueError on missing or unknown names.
         """
         state = convert_safetensor_state_dict(weights, dtype=self.dtype)
-        expected = set(self.state_dict().keys())
-        missing, unknown = sorted(expected - state.keys()), sorted(state.keys() - expected)
-        if missing or unknown:
-            raise ValueError(f"BERT checkpoint mismatch: missing {missing[:3]}, unexpected {unknown[:3]}")
-        for name, tensor in state.items():
-            want = self.get_parameter(name).shape
-            if tensor.shape != want:
-                raise ValueError(f"BERT weight {name} has shape {tuple(tensor.shape)}, expected {tuple(want)}")
-        self.load_state_dict(state, strict=True, assign=True)
-        self.requires_grad_(False)
+        assign_state_dict(self, state, "BERT")
 
     @torch.inference_mode()
     def forward(

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Qwen3Config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from maxcli.nn.weight_loading import assign_state_dict
 from maxcli.ops import rms_norm, rotary_embedding, silu_and_mul
 
 # Rope types whose frequencies depend on the sequence length at run time; a one-shot cache cannot hold them.
@@ -114,16 +115,7 @@ class Qwen3EmbeddingModel(nn.Module):
         Values are tensors or objects with .to_tensor(dtype). Raises ValueError on missing or unknown names.
         """
         state = convert_qwen3_state_dict(weights, self.dtype)
-        expected = set(self.state_dict().keys())
-        missing, unknown = sorted(expected - state.keys()), sorted(state.keys() - expected)
-        if missing or unknown:
-            raise ValueError(f"Qwen3 checkpoint mismatch: missing {missing[:3]}, unexpected {unknown[:3]}")
-        for name, tensor in state.items():
-            want = self.get_parameter(name).shape
-            if tensor.shape != want:
-                raise ValueError(f"Qwen3 weight {name} has shape {tuple(tensor.shape)}, expected {tuple(want)}")
-        self.load_state_dict(state, strict=True, assign=True)
-        self.requires_grad_(False)
+        assign_state_dict(self, state, "Qwen3")
 
     def _masks(self, key_valid: torch.Tensor) -> dict[int | None, torch.Tensor]:
         """Causal & key-padding mask [B, 1, L, L] per distinct sliding window. Cost: B*L*L bools each."""
