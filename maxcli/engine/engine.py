@@ -8,7 +8,6 @@ applying stop strings (text that could start a stop string is held back until it
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
