@@ -35,10 +35,20 @@ def write_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         initializer_range=0.1,  # peaked logits: greedy picks are not near-ties
     )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).to(torch.float32).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    write_tiny_checkpoint(folder, tokenizer, config, seed, LlamaForCausalLM)
     if config_json:
         path = folder / "config.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **config_json}, indent=2))
+    return folder
+
+
+def write_tiny_checkpoint(folder: Path, tokenizer: Any, config: Any, seed: int = 0, model_cls: Any = None) -> Path:
+    """Random float32 weights for `config` (a transformers config; `model_cls` defaults to the causal-LM
+    class transformers maps it to) saved as safetensors, with `tokenizer` (a transformers tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = model_cls(config) if model_cls is not None else AutoModelForCausalLM.from_config(config)
+    model.to(torch.float32).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder

@@ -74,8 +74,14 @@ class PipelineConfig(BaseModel):
     max_batch_input_tokens: int = Field(
         2048, ge=1, description="Token budget of one engine step (prefill chunks + decode tokens)."
     )
-    data_parallel_degree: int = Field(1, ge=1, description="Number of engine replicas behind one server.")
-    tensor_parallel_size: int = Field(1, ge=1, description="Number of ranks a model is split across.")
+    data_parallel_degree: int = Field(
+        1, ge=1, description="Engine replicas behind one server, requests balanced by load and prefix affinity."
+    )
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="Ranks each model is split across (CPU: gloo processes; GPU: one device each, implied by --devices gpu:0,1).",
+    )
     custom_architectures: list[str] = Field(
         default_factory=list,
         description="Folder or module.path whose ARCHITECTURES list is registered (repeatable).",
@@ -106,6 +112,15 @@ class PipelineConfig(BaseModel):
         kinds = {d.device_type for d in self.device_specs}
         if len(kinds) > 1:
             raise ValueError("devices: cannot mix cpu and gpu devices")
+        gpus = len(self.device_specs) if kinds == {"gpu"} else 0
+        if gpus > 1 and self.tensor_parallel_size == 1 and gpus % self.data_parallel_degree == 0:
+            # --devices gpu:0,1,... splits each data-parallel replica across its share of the GPUs (as MAX does)
+            object.__setattr__(self, "tensor_parallel_size", gpus // self.data_parallel_degree)
+        if gpus > 1 and gpus != self.tensor_parallel_size * self.data_parallel_degree:
+            raise ValueError(
+                f"devices: {gpus} GPU(s) given but tensor-parallel-size {self.tensor_parallel_size} x "
+                f"data-parallel-degree {self.data_parallel_degree} = {self.tensor_parallel_size * self.data_parallel_degree} needed"
+            )
         return self
 
     # -- derived values ---------------------------------------------------------------------------------
@@ -154,7 +169,13 @@ class PipelineConfig(BaseModel):
         return SamplingParams(**values).validate()
 
     def validate_multi_gpu_supported(self, multi_gpu_supported: bool, arch_name: str = "") -> None:
-        if len(self.device_specs) > 1 and not multi_gpu_supported:
+        if multi_gpu_supported:
+            return
+        if self.tensor_parallel_size > 1:
+            raise ConfigError(
+                f"architecture {arch_name or '?'} does not support multiple devices (tensor parallel size {self.tensor_parallel_size})"
+            )
+        if len(self.device_specs) > 1 and self.data_parallel_degree == 1:
             raise ConfigError(f"architecture {arch_name or '?'} does not support multiple devices ({len(self.device_specs)} given)")
 
     # -- loading ----------------------------------------------------------------------------------------

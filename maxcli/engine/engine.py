@@ -89,6 +89,12 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished
 
+    def close(self) -> None:
+        """Stop the other tensor-parallel ranks of the model (a no-op without tensor parallelism)."""
+        runtime = getattr(getattr(self.pipeline, "pipeline_model", None), "tp_runtime", None)
+        if runtime is not None:
+            runtime.shutdown()
+
     # -- one step -----------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:

@@ -95,6 +95,16 @@ class LLM:
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
 
+    def close(self) -> None:
+        """Stop the model's other tensor-parallel ranks, if any (also done at interpreter exit)."""
+        self.engine.close()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def default_sampling_params(self, **overrides: Any) -> SamplingParams:
         """Sampling values from the config's sampling section and max_new_tokens, then overrides."""
         return self.config.sampling_params(**overrides)

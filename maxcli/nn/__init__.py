@@ -1,19 +1,22 @@
 """Layers for native models (mirrors `max.nn`). They call `maxcli.ops` for the hot ops, never kernels."""
 
 from maxcli.nn.attention import PagedAttention, bind_kv_caches, paged_attention_layers
-from maxcli.nn.embedding import Embedding
-from maxcli.nn.linear import Linear, MergedColumnLinear, QKVLinear
+from maxcli.nn.embedding import Embedding, ParallelLMHead
+from maxcli.nn.linear import ColumnParallelLinear, Linear, MergedColumnLinear, QKVLinear, RowParallelLinear
 from maxcli.nn.norm import RMSNorm
 from maxcli.nn.weight_loading import LLAMA_STACKED_PARAMS, StackedParam, TensorSource, load_weights
 
 __all__ = [
     "LLAMA_STACKED_PARAMS",
+    "ColumnParallelLinear",
     "Embedding",
     "Linear",
     "MergedColumnLinear",
     "PagedAttention",
+    "ParallelLMHead",
     "QKVLinear",
     "RMSNorm",
+    "RowParallelLinear",
     "StackedParam",
     "TensorSource",
     "bind_kv_caches",

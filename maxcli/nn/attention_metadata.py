@@ -5,6 +5,7 @@ so `forward(input_ids, positions)` stays the only model signature and the engine
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,20 +34,26 @@ class AttentionMetadata:
     logits_indices: torch.Tensor | None = None  # rows of the packed batch whose logits are needed
 
 
-_current: AttentionMetadata | None = None
+class _StepState(threading.local):
+    """Per thread: data-parallel replicas run their forwards concurrently, one engine thread each."""
+
+    current: AttentionMetadata | None = None
+
+
+_state = _StepState()
 
 
 def get_attention_metadata() -> AttentionMetadata:
-    if _current is None:
+    meta = _state.current
+    if meta is None:
         raise RuntimeError("no attention metadata set: call the model inside attention_metadata(...)")
-    return _current
+    return meta
 
 
 @contextlib.contextmanager
 def attention_metadata(meta: AttentionMetadata | None) -> Iterator[None]:
-    global _current
-    prev, _current = _current, meta
+    prev, _state.current = _state.current, meta
     try:
         yield
     finally:
-        _current = prev
+        _state.current = prev

@@ -24,6 +24,7 @@ from maxcli.interfaces import PipelineTask
 from maxcli.serve.driver import EngineDriver
 from maxcli.serve.errors import install_error_handlers
 from maxcli.serve.middleware import BodySizeLimit, CountRequests
+from maxcli.serve.replicas import ReplicaRouter, replica_config
 from maxcli.serve.openai_text import router as text_router
 from maxcli.serve.routes import public, v1
 from maxcli.serve.state import ServerSettings, ServerState
@@ -42,8 +43,8 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
         try:
             yield
         finally:
-            if state.driver is not None:
-                state.driver.stop()
+            if state.router is not None:
+                state.router.stop()
 
     app = FastAPI(title="maxcli", summary="OpenAI-compatible API of maxcli", lifespan=lifespan)
     app.state.server = state
@@ -80,15 +81,24 @@ def _load_model(state: ServerState, on_failure: Callable[[str], None] | None) ->
             return
         from maxcli.engine.engine import LLMEngine
 
-        engine = LLMEngine.from_config(config)
-        driver = EngineDriver(engine, state.metrics)
-        driver.start()
-        state.task, state.driver = task, driver
-        resolved = getattr(engine.pipeline, "pipeline_config", config)
-        kv = engine.pipeline.kv_manager
-        logger.info("model %s ready: encoding %s, device %s, KV cache %d pages x %d tokens, max length %d",
-                    state.model_name, resolved.quantization_encoding, config.device, kv.total_num_pages,
-                    kv.page_size, engine.pipeline.max_seq_len)
+        drivers = []
+        try:
+            for i in range(config.data_parallel_degree):
+                engine = LLMEngine.from_config(replica_config(config, i))
+                drivers.append(EngineDriver(engine, state.metrics))
+                resolved = getattr(engine.pipeline, "pipeline_config", config)
+                kv = engine.pipeline.kv_manager
+                logger.info("replica %d of %s ready: encoding %s, device %s, tensor parallel %d, "
+                            "KV cache %d pages x %d tokens, max length %d", i, state.model_name,
+                            resolved.quantization_encoding, resolved.device, config.tensor_parallel_size,
+                            kv.total_num_pages, kv.page_size, engine.pipeline.max_seq_len)
+        except BaseException:
+            for d in drivers:
+                d.engine.close()
+            raise
+        for d in drivers:
+            d.start()
+        state.task, state.router = task, ReplicaRouter(drivers)
     except Exception as exc:  # the model cannot be served: report one line and stop the server
         message = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         logger.debug("model load failed", exc_info=True)

@@ -19,29 +19,44 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 
 
+ReplicaStats = list[tuple[EngineStats, int]]  # (engine snapshot, jobs routed) per data-parallel replica
+
+
 class _EngineCollector(Collector):
-    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
+    """Engine gauges labelled by replica (replica="0" only without data parallelism)."""
+
+    def __init__(self, stats: Callable[[], ReplicaStats]) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Any]:
-        s = self._stats() or EngineStats()
+        replicas = self._stats() or [(EngineStats(), 0)]
         gauges = (
-            ("maxcli_num_requests_waiting", "Requests waiting for a batch slot.", s.num_waiting),
-            ("maxcli_num_requests_running", "Requests in the running batch.", s.num_running),
-            ("maxcli_kv_cache_used_pages", "KV-cache pages referenced by live requests.", s.kv_used_pages),
-            ("maxcli_kv_cache_total_pages", "KV-cache pages in the pool.", s.kv_total_pages),
+            ("maxcli_num_requests_waiting", "Requests waiting for a batch slot.", lambda s: s.num_waiting),
+            ("maxcli_num_requests_running", "Requests in the running batch.", lambda s: s.num_running),
+            ("maxcli_kv_cache_used_pages", "KV-cache pages referenced by live requests.", lambda s: s.kv_used_pages),
+            ("maxcli_kv_cache_total_pages", "KV-cache pages in the pool.", lambda s: s.kv_total_pages),
             ("maxcli_prefix_cache_hit_rate", "Fraction of queried prompt pages found in the prefix cache.",
-             s.prefix_cache_hit_rate),
+             lambda s: s.prefix_cache_hit_rate),
         )
         for name, doc, value in gauges:
-            yield GaugeMetricFamily(name, doc, value=value)
-        yield CounterMetricFamily("maxcli_num_preemptions", "Requests preempted (recomputed later).", value=s.num_preemptions)
+            family = GaugeMetricFamily(name, doc, labels=["replica"])
+            for i, (s, _) in enumerate(replicas):
+                family.add_metric([str(i)], value(s))
+            yield family
+        preemptions = CounterMetricFamily("maxcli_num_preemptions", "Requests preempted (recomputed later).",
+                                          labels=["replica"])
+        routed = CounterMetricFamily("maxcli_replica_requests", "Jobs routed to each engine replica.", labels=["replica"])
+        for i, (s, n) in enumerate(replicas):
+            preemptions.add_metric([str(i)], s.num_preemptions)
+            routed.add_metric([str(i)], n)
+        yield preemptions
+        yield routed
 
 
 class ServerMetrics:
     """The server's own registry (not the process-global one), so several apps never collide."""
 
-    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
+    def __init__(self, stats: Callable[[], ReplicaStats]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("maxcli_requests", "HTTP requests by route and status code.", ["route", "status"], registry=r)

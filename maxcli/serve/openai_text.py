@@ -74,12 +74,14 @@ async def _guarded(job: GenerationJob, events: AsyncIterator[str]) -> AsyncItera
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = get_state(request)
     state.check_model(body.model)
-    driver = state.text_driver()
+    if not state.ready:
+        state.text_driver()  # 503 while loading, whatever the body
     try:
         num_logprobs = body.num_logprobs
     except ValueError as exc:
         raise APIError(400, str(exc), param="top_logprobs") from None
     messages = body.chat_messages()
+    driver = state.text_driver(messages)
     requests = [
         new_request(state.model_name, sampling_params_for(body, state.config, body.max_new_tokens, i, num_logprobs),
                     messages=messages)
@@ -151,8 +153,10 @@ def _visible_new(context: Any, out: RequestOutput) -> tuple[list[int], list[tupl
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state = get_state(request)
     state.check_model(body.model)
-    driver = state.text_driver()
+    if not state.ready:
+        state.text_driver()  # 503 while loading, whatever the body
     prompts = body.prompts()
+    driver = state.text_driver(prompts[0] if prompts else None)
     requests = [
         new_request(state.model_name,
                     sampling_params_for(body, state.config, body.max_tokens, i, body.logprobs, echo=body.echo),

@@ -15,9 +15,10 @@ from fastapi import Request
 
 from maxcli.config import PipelineConfig
 from maxcli.interfaces import PipelineTask
-from maxcli.serve.driver import EngineDriver
+from maxcli.serve.driver import EngineDriver, EngineStats
 from maxcli.serve.errors import APIError
 from maxcli.serve.metrics import ServerMetrics
+from maxcli.serve.replicas import ReplicaRouter, affinity_key
 
 
 @dataclass(frozen=True)
@@ -35,28 +36,35 @@ class ServerState:
     model_name: str
     created: int
     task: PipelineTask | None = None
-    driver: EngineDriver | None = None
+    router: ReplicaRouter | None = None  # the engine replicas (one without data parallelism)
     embedder: Any = None
     embed_lock: threading.Lock = field(default_factory=threading.Lock)  # one embeddings batch at a time
     metrics: ServerMetrics = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = ServerMetrics(lambda: self.driver.stats if self.driver is not None else None)
+        self.metrics = ServerMetrics(self.replica_stats)
+
+    def replica_stats(self) -> list[tuple[EngineStats, int]]:
+        """(latest engine snapshot, jobs routed) of each replica, for /metrics."""
+        if self.router is None:
+            return []
+        return [(d.stats, n) for d, n in zip(self.router.drivers, self.router.routed)]
 
     @property
     def ready(self) -> bool:
         if self.task is PipelineTask.EMBEDDINGS_GENERATION:
             return self.embedder is not None
-        return self.driver is not None and self.driver.alive
+        return self.router is not None and self.router.alive
 
-    def text_driver(self) -> EngineDriver:
-        """The engine driver, or the error a text-generation route must answer."""
+    def text_driver(self, prompt: Any = None) -> EngineDriver:
+        """The engine replica for a job on `prompt` (text, token ids or chat messages: prefix affinity),
+        or the error a text-generation route must answer."""
         if not self.ready:
             raise APIError(503, "the model is still loading; retry shortly", code="model_loading")
-        if self.driver is None:
+        if self.router is None:
             raise APIError(400, f"model {self.model_name!r} is an embeddings model; use /v1/embeddings",
                            code="unsupported_task")
-        return self.driver
+        return self.router.pick(None if prompt is None else affinity_key(prompt))
 
     def require_embedder(self) -> Any:
         if not self.ready:

@@ -104,3 +104,7 @@ def test_multi_gpu_validation():
     c.validate_multi_gpu_supported(True, "A")
     with pytest.raises(ConfigError, match="does not support multiple devices"):
         c.validate_multi_gpu_supported(False, "B")
+    assert c.tensor_parallel_size == 2  # --devices gpu:0,1 splits the model over both (as MAX does)
+    assert PipelineConfig(device_specs="gpu:0,1,2,3", data_parallel_degree=2).tensor_parallel_size == 2
+    with pytest.raises(ValueError, match="3 GPU"):
+        PipelineConfig(device_specs="gpu:0,1,2", tensor_parallel_size=2)

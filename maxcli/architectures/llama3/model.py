@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig
 
 from maxcli import ops
 from maxcli.architectures.rope import RotaryEmbedding, rotary_embedding_for
 from maxcli.nn import (
     LLAMA_STACKED_PARAMS,
     Embedding,
-    Linear,
     MergedColumnLinear,
     PagedAttention,
+    ParallelLMHead,
     QKVLinear,
     RMSNorm,
+    RowParallelLinear,
     TensorSource,
     load_weights,
 )
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ActAndMul = Callable[[torch.Tensor], torch.Tensor]  # x [..., 2F] -> act(x[..., :F]) * x[..., F:]
 
@@ -79,7 +83,7 @@ class LlamaMLP(nn.Module):
         bias = bool(getattr(config, "mlp_bias", False))
         inter = config.intermediate_size
         self.gate_up_proj = MergedColumnLinear(config.hidden_size, [inter, inter], bias=bias, dtype=dtype)
-        self.down_proj = Linear(inter, config.hidden_size, bias=bias, dtype=dtype)
+        self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, dtype=dtype)
         act = getattr(config, "hidden_activation", None) or config.hidden_act
         self.act_and_mul = activation_of(act)
 
@@ -88,25 +92,27 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaAttention(nn.Module):
-    """Subclasses change `qkv_bias`/`o_bias`, add q_norm/k_norm, or override `scale_of`."""
+    """Subclasses change `qkv_bias`/`o_bias`, add q_norm/k_norm, or override `scale_of`.
+
+    Under tensor parallelism num_heads / num_kv_heads are this rank's heads (see QKVLinear)."""
 
     qkv_bias: bool | None = None  # None: config.attention_bias
     o_bias: bool | None = None
 
     def __init__(self, config: PretrainedConfig, layer_idx: int, dtype: torch.dtype) -> None:
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads,
-            num_kv_heads_of(config),
-            head_dim_of(config),
-        )
+        total_heads, self.head_dim = config.num_attention_heads, head_dim_of(config)
         attention_bias = bool(getattr(config, "attention_bias", False))
         qkv_bias = attention_bias if self.qkv_bias is None else self.qkv_bias
         o_bias = attention_bias if self.o_bias is None else self.o_bias
         self.qkv_proj = QKVLinear(
-            config.hidden_size, self.head_dim, self.num_heads, self.num_kv_heads, bias=qkv_bias, dtype=dtype
+            config.hidden_size, self.head_dim, total_heads, num_kv_heads_of(config), bias=qkv_bias, dtype=dtype
         )
-        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=o_bias, dtype=dtype)
+        self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads
+        heads_in = (self.qkv_proj.q_start * self.head_dim, self.num_heads * self.head_dim)  # this rank's heads
+        self.o_proj = RowParallelLinear(
+            total_heads * self.head_dim, config.hidden_size, bias=o_bias, dtype=dtype, input_range=heads_in
+        )
         self.q_norm: RMSNorm | None = None  # per-head norms applied before rope (Qwen 3, Gemma 3)
         self.k_norm: RMSNorm | None = None
         self.attn = PagedAttention(
@@ -219,8 +225,9 @@ class LlamaForCausalLM(nn.Module):
         self.model = self.model_cls(config, dtype)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.lm_head = (
-            None if self.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
+            None if self.tie_word_embeddings else ParallelLMHead(config.vocab_size, config.hidden_size, dtype=dtype)
         )
+        self.packed_head: nn.Module | None = None  # maxcli.nn.lm_head.TwoStageLMHead on the packed CPU path
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Packed hidden states [T, hidden] after the final norm."""
@@ -228,8 +235,10 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> logits [N, vocab] float32."""
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        head = self.model.embed_tokens if self.lm_head is None else self.lm_head
+        if self.packed_head is not None:
+            return head.gather_logits(self.packed_head(hidden, head.weight))
+        return head.gather_logits(F.linear(hidden, head.weight)).float()
 
     def load_weights(self, weights: Mapping[str, torch.Tensor | TensorSource]) -> None:
         """HF-named tensors or lazy WeightData; tied models ignore a stored lm_head copy."""

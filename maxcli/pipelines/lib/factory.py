@@ -150,6 +150,7 @@ def kv_cache_pages(config: PipelineConfig, bytes_per_page: int, max_seq_len: int
 def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture) -> Any:
     import torch
 
+    from maxcli.distributed import current_group
     from maxcli.kv_cache import KVCacheParams, PagedKVCacheManager
     from maxcli.pipelines.lib.text_generation import TextGenerationPipeline
 
@@ -161,6 +162,9 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     t0 = time.perf_counter()
     state = load_state_dict(resolved, arch)
     num_layers, n_kv_heads, head_dim = model_cls.module_class.kv_cache_shape(hf_config)
+    tp = current_group()
+    if tp.is_parallel:  # this rank's KV heads
+        n_kv_heads = tp.heads(hf_config.num_attention_heads, n_kv_heads)[3]
     params = KVCacheParams(
         dtype=getattr(torch, config.cache_dtype),
         num_layers=num_layers,
@@ -170,9 +174,11 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     )
     weights_bytes = sum(int(getattr(w, "nbytes", 0)) for w in state.values())
     pages = kv_cache_pages(config, params.bytes_per_page, max_seq_len, weights_bytes)
+    if tp.is_parallel:  # every rank addresses the same pages: the smallest budget wins
+        pages = int(tp.all_gather_last(torch.tensor([pages], device=tp.device)).min())
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     model = model_cls(config, hf_config, state, kv, device, dtype)
-    if config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf:
+    if config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf and not tp.is_parallel:
         quantize_module_linears(model.module, state)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
@@ -182,13 +188,23 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
 
 
 def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
-    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized); lm_head stays float
-    because models read its weight directly."""
+    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized). The float LM head
+    stays (models read its weight directly); modules with a `packed_head` slot get the two-stage head
+    (maxcli.nn.lm_head: int8 approximation over the vocabulary, exact float32 for the top candidates)."""
+    from maxcli.nn.lm_head import TwoStageLMHead
     from maxcli.nn.quantized import quantize_linears
 
     ignored = tuple(getattr(module, "ignored_weights", ()))
     swapped = quantize_linears(module, state, getattr(module, "stacked_params", ()), ignored, skip=("lm_head",))
     logger.info("cpu_quantized_matmul: %d linear layers kept packed", len(swapped))
+    if hasattr(module, "packed_head"):
+        head = TwoStageLMHead()
+        lm_head = getattr(module, "lm_head", None)
+        embed = getattr(getattr(module, "model", None), "embed_tokens", None)
+        source = lm_head if lm_head is not None else embed
+        if source is not None:
+            head.prepare(source.weight)  # at load, not on the first token; rebuilt if another weight comes
+        module.packed_head = head
 
 
 def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
@@ -211,10 +227,26 @@ def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
 
     config = _prepare(config)
     if config.engine is PipelineEngine.HUGGINGFACE:
+        if config.tensor_parallel_size > 1:
+            raise ConfigError("--engine huggingface runs on one device; drop --tensor-parallel-size")
         from maxcli.pipelines.lib.hf_engine import load_huggingface_pipeline
 
         return load_huggingface_pipeline(config)
+    if config.tensor_parallel_size > 1:
+        from maxcli.distributed.launch import start_tensor_parallel
+
+        if config.cpu_quantized_matmul:
+            raise ConfigError("--cpu-quantized-matmul is not supported with --tensor-parallel-size > 1")
+        _check_tensor_parallel_arch(config)
+        return start_tensor_parallel(config)
     return PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.TEXT_GENERATION)
+
+
+def _check_tensor_parallel_arch(config: PipelineConfig) -> None:
+    """Fail in this process, before any rank starts, when the architecture cannot be split."""
+    arch = PIPELINE_REGISTRY.retrieve_architecture(huggingface_repo_for(config))
+    if arch is not None:
+        config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
 
 
 def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> Any:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import torch
 
+from maxcli.distributed.parallel_state import current_group
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
 
 if TYPE_CHECKING:
@@ -84,6 +86,8 @@ class TorchTextGenerationModel(PipelineModel):
     ) -> None:
         super().__init__(pipeline_config, huggingface_config)
         self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
+        self.tp = current_group()  # this rank's tensor-parallel group (size 1 without TP)
+        self.tp_runtime: Any = None  # rank 0 of a TP group: its workers (maxcli.distributed.launch)
         with torch.device(device):
             module = self.module_class(huggingface_config, dtype)
         module.load_weights(weights)
@@ -157,13 +161,38 @@ class TorchTextGenerationModel(PipelineModel):
 
     # -- forward ----------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def execute(self, model_inputs: ModelInputs) -> ModelOutputs:
+        """One forward; with tensor parallelism rank 0 first broadcasts the step to the other ranks."""
         meta = model_inputs.attention
-        with attention_metadata(meta):
-            hidden = self.module(model_inputs.input_ids, model_inputs.positions)
         rows = meta.logits_indices if meta.logits_indices is not None else (meta.cu_seqlens_q[1:] - 1).long()
-        if model_inputs.return_n_logits == -1:
+        step = (model_inputs.input_ids, model_inputs.positions, meta, rows, model_inputs.return_n_logits)
+        if self.tp.is_parallel:  # tensors travel through CPU pickles; workers move them (receive_step)
+            self.tp.broadcast_object(step if self.device.type == "cpu" else _moved(step, torch.device("cpu")))
+        return self.forward_step(step)
+
+    def receive_step(self, step: tuple[Any, ...]) -> ModelOutputs:
+        """A worker rank's forward of a step broadcast by rank 0."""
+        return self.forward_step(step if self.device.type == "cpu" else _moved(step, self.device))
+
+    @torch.inference_mode()
+    def forward_step(self, step: tuple[Any, ...]) -> ModelOutputs:
+        """(input_ids, positions, attention metadata, logits rows, return_n_logits) -> logits; every rank
+        of a tensor-parallel group runs it with the same step."""
+        input_ids, positions, meta, rows, return_n_logits = step
+        with attention_metadata(meta):
+            hidden = self.module(input_ids, positions)
+        if return_n_logits == -1:
             all_logits = self.module.compute_logits(hidden)
             return ModelOutputs(logits=all_logits[rows], all_logits=all_logits)
         return ModelOutputs(logits=self.module.compute_logits(hidden[rows]))
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """`value` with every tensor inside (tuples, dataclasses) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_moved(v, device) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _moved(getattr(value, f.name), device) for f in dataclasses.fields(value) if f.init})
+    return value
