@@ -44,12 +44,13 @@ def generate(
         llm.generate([texts[0]], params, use_chat_template=chat_template)
 
     stream = not as_json and len(texts) == 1
-    results = llm.generate(
-        texts,
-        params,
-        use_chat_template=chat_template,
-        on_text=(lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None,
-    )
+    with llm:  # closing stops tensor-parallel ranks in order, before interpreter teardown
+        results = llm.generate(
+            texts,
+            params,
+            use_chat_template=chat_template,
+            on_text=(lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None,
+        )
     if as_json:
         for r in results:
             d = r.to_dict()

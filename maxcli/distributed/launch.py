@@ -181,9 +181,21 @@ class TensorParallelRuntime:
         self.closed = True
         try:
             self.group.broadcast_object(SHUTDOWN)
+            if not self.processes:
+                _leave_torchrun_group()
         except Exception:  # noqa: BLE001 - a dead worker: terminate below
             pass
         _reap(self.processes, timeout)
+
+
+def _leave_torchrun_group() -> None:
+    """Every rank meets once more, then tears the default group down: a rank must not exit while a peer
+    still holds connections to it (gloo aborts the process then)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _reap(processes: list[Any], timeout: float) -> None:
@@ -236,4 +248,5 @@ def run_if_torchrun_worker(config: "PipelineConfig") -> None:
     group = torchrun_group(config)
     _, pipeline = build_rank(config, group)
     serve_steps(pipeline, group)
+    _leave_torchrun_group()
     raise SystemExit(0)

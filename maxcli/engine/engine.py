@@ -54,8 +54,10 @@ class LLMEngine:
 
     @classmethod
     def from_config(cls, config: Any) -> "LLMEngine":
+        from maxcli.distributed.launch import run_if_torchrun_worker
         from maxcli.pipelines.lib.factory import load_text_generation
 
+        run_if_torchrun_worker(config)  # under torchrun, ranks > 0 serve rank 0's steps and exit here
         tokenizer, pipeline = load_text_generation(config)
         return cls(tokenizer, pipeline, config)
 

@@ -121,6 +121,9 @@ def run_server(
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # a server always logs its startup (model, device, KV cache, URL)
     config = with_model_path(config)
+    from maxcli.distributed.launch import run_if_torchrun_worker
+
+    run_if_torchrun_worker(config)  # under torchrun, ranks > 0 never serve HTTP: they run rank 0's steps
     settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout)
     failure: list[str] = []
     server: Any = None
