@@ -4,7 +4,7 @@
 Decode: greedy, one stream, N new tokens always produced (ignore_eos / no eos); tok/s = (N - 1) /
 (last token time - first token time). Engines run interleaved, round after round, in the same process
 and thread count, so load from other processes hits them alike; the best round of each is reported.
-Optional batch: B prompts, N new tokens each, tok/s = B * N / wall time (HF: one left-padded generate).
+Optional batch: B prompts of ~100 tokens, N new tokens each, tok/s = B * N / wall time (HF: one left-padded generate).
 Cold start: wall time of `maxcli generate --model GGUF --prompt hi --max-new-tokens 1` as a subprocess
 (exact and packed), plus the slowest imports of the CLI (python -X importtime).
 
@@ -39,6 +39,11 @@ GENERATE_PATH_IMPORTS = "maxcli.engine.llm, maxcli.pipelines, transformers.model
 DecodeRun = Callable[[], float]  # one timed single-stream run -> decode tok/s
 
 
+def batch_prompts(batch: int) -> list[str]:
+    """`batch` distinct prompts of ~100 tokens each (the word list rotated, repeated 8 times)."""
+    return [" ".join((BATCH_WORDS[i % len(BATCH_WORDS) :] + BATCH_WORDS[: i % len(BATCH_WORDS)]) * 8) for i in range(batch)]
+
+
 def maxcli_runner(model: Path, quantized: bool, new_tokens: int, batch: int) -> tuple[DecodeRun, DecodeRun | None]:
     llm = LLM(model=str(model), max_length=512, cpu_quantized_matmul=quantized, enable_prefix_caching=False)
     params = SamplingParams(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
@@ -48,7 +53,7 @@ def maxcli_runner(model: Path, quantized: bool, new_tokens: int, batch: int) -> 
         return llm.generate(PROMPT, params)[0].metrics.decode_tok_s
 
     def batched() -> float:
-        prompts = [" ".join(BATCH_WORDS[i % len(BATCH_WORDS) :] + BATCH_WORDS) for i in range(batch)]
+        prompts = batch_prompts(batch)
         start = time.perf_counter()
         outs = llm.generate(prompts, params)
         return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - start)
@@ -93,7 +98,7 @@ def hf_runner(model: Path, new_tokens: int, batch: int) -> tuple[DecodeRun, Deco
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
     def batched() -> float:
-        prompts = [" ".join(BATCH_WORDS[i % len(BATCH_WORDS) :] + BATCH_WORDS) for i in range(batch)]
+        prompts = batch_prompts(batch)
         start = time.perf_counter()
         out = generate(tok(prompts, return_tensors="pt", padding=True))
         return batch * (out.shape[1] - tok(prompts, return_tensors="pt", padding=True)["input_ids"].shape[1]) / (
@@ -109,10 +114,12 @@ def llama_cpp_runner(model: Path, new_tokens: int, threads: int) -> DecodeRun | 
     except ImportError:
         return None
     llm = Llama(model_path=str(model), n_threads=threads, n_ctx=512, verbose=False)
+    llm(PROMPT, max_tokens=4, temperature=0.0)  # warm-up
 
     def single() -> float:
         stamps = []
-        for _ in llm(PROMPT, max_tokens=new_tokens, temperature=0.0, stream=True, ignore_eos=True):
+        no_eos = {llm.token_eos(): -1e9}  # always the full number of tokens, like ignore_eos
+        for _ in llm(PROMPT, max_tokens=new_tokens, temperature=0.0, stream=True, logit_bias=no_eos):
             stamps.append(time.perf_counter())
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 

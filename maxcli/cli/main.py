@@ -10,6 +10,7 @@ import typer
 
 from maxcli import __version__
 from maxcli.cli import encode, generate, list_archs, serve, warm_cache
+from maxcli.cli import benchmark
 from maxcli.cli.errors import report
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ app.command("serve", help=serve.__doc__)(serve.serve)
 app.command("list-archs", help=list_archs.__doc__)(list_archs.list_archs)
 app.command("warm-cache", help=warm_cache.__doc__)(warm_cache.warm_cache)
 app.command("encode", help=encode.__doc__)(encode.encode)
+app.command("benchmark", help=benchmark.__doc__)(benchmark.benchmark)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ the first `num_registered` pages are full, hashed in the pool, and never written
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,11 +79,17 @@ class PagedKVCacheManager:
         self.device = torch.device(device)
         self.enable_prefix_caching = enable_prefix_caching
         self.pool = BlockPool(num_blocks)
-        self.kv_cache = torch.zeros(
-            (params.num_layers, 2, num_blocks, params.page_size, params.n_kv_heads, params.head_dim),
-            dtype=params.dtype,
-            device=self.device,
-        )
+        shape = (params.num_layers, 2, num_blocks, params.page_size, params.n_kv_heads, params.head_dim)
+        if self.device.type == "cpu":
+            # An anonymous mapping: zero-filled by the kernel (attention reads whole pages, masking the
+            # unwritten slots, so they must hold finite values), and unlike torch.zeros (a memset) no
+            # page is touched here: RSS grows 4 KiB at a time as requests write. (numpy's zeros would
+            # ask for transparent huge pages: one write per layer's K or V commits 2 MiB.)
+            nbytes = math.prod(shape) * torch.empty((), dtype=params.dtype).element_size()
+            self.kv_cache = torch.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype=torch.uint8, count=nbytes)
+            self.kv_cache = self.kv_cache.view(params.dtype).view(shape)
+        else:
+            self.kv_cache = torch.zeros(shape, dtype=params.dtype, device=self.device)
         self._requests: dict[RequestID, _RequestPages] = {}
         self.prefix_cache_queries = 0  # prompt tokens looked up on first alloc
         self.prefix_cache_hits = 0  # of those, tokens served from the cache

@@ -177,7 +177,12 @@ def q8_0_values(raw: torch.Tensor, in_features: int) -> torch.Tensor:
 
 def pack_int8(raw: torch.Tensor, in_features: int) -> Int8Weight:
     """Q8_0 rows requantized to int8 codes with one bf16 scale per row (max|w| / 127)."""
-    w = q8_0_values(raw, in_features)
+    return int8_rows(q8_0_values(raw, in_features))
+
+
+def int8_rows(w: torch.Tensor) -> Int8Weight:
+    """Float W [N, K] -> int8 codes with one bf16 scale per row (max|w| / 127). Cost: one pass over W."""
+    w = w.detach().float()
     scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
     scale = scale.to(ACTIVATION_DTYPE)
     codes = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8)

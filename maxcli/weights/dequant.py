@@ -180,19 +180,39 @@ def _dequant_q3_k(raw: torch.Tensor) -> torch.Tensor:
     return (dl * q).view(rows, -1)
 
 
+# The three formats real GGUF files use most are dequantized into one preallocated float32 buffer
+# with in-place ops: one float32 pass per op and no float32 temporaries. Temporaries are what cost at
+# cold start (every fresh page is a page fault) and at peak RSS.
+
+
+def _nibbles_into(out: torch.Tensor, qs: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """float32 out [n, 2k] <- low nibbles of qs [n, k] (minus offset), then high nibbles (minus offset)."""
+    k = qs.shape[-1]
+    lo, hi = out[:, :k], out[:, k:]
+    lo.copy_(qs & 0x0F)
+    hi.copy_(qs >> 4)
+    if offset:
+        out.sub_(offset)  # small integers: exact in float32, same values as the int8 reference
+    return out
+
+
 def _dequant_q4_0(raw: torch.Tensor) -> torch.Tensor:
-    scales, q = unpack_q4_0(raw)
-    return (scales.unsqueeze(-1) * q.float()).view(raw.shape[0], -1)
+    b, rows, _ = _blocks(raw, T.Q4_0)
+    out = _nibbles_into(torch.empty(b.shape[0], 32, dtype=torch.float32), b[:, 2:18], offset=8)
+    return out.mul_(_f16(b[:, 0:2])).view(rows, -1)
 
 
 def _dequant_q4_1(raw: torch.Tensor) -> torch.Tensor:
-    scales, mins, q = unpack_q4_1(raw)
-    return (scales.unsqueeze(-1) * q.float() + mins.unsqueeze(-1)).view(raw.shape[0], -1)
+    b, rows, _ = _blocks(raw, T.Q4_1)
+    out = _nibbles_into(torch.empty(b.shape[0], 32, dtype=torch.float32), b[:, 4:20])
+    return out.mul_(_f16(b[:, 0:2])).add_(_f16(b[:, 2:4])).view(rows, -1)
 
 
 def _dequant_q8_0(raw: torch.Tensor) -> torch.Tensor:
-    scales, q = unpack_q8_0(raw)
-    return (q.float() * scales.unsqueeze(-1)).view(raw.shape[0], -1)
+    b, rows, _ = _blocks(raw, T.Q8_0)
+    out = torch.empty(b.shape[0], 32, dtype=torch.float32)
+    out.copy_(b[:, 2:34].contiguous().view(torch.int8))
+    return out.mul_(_f16(b[:, 0:2])).view(rows, -1)
 
 
 def _float_view(dtype: torch.dtype):

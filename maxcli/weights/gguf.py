@@ -1,4 +1,5 @@
-"""Read a GGUF file (memory-mapped through `gguf.GGUFReader`): metadata, lazy tensors, HF-style config."""
+"""Read a GGUF file (header by `gguf.GGUFReader`, cached as JSON: maxcli.weights.gguf_cache): metadata,
+lazy tensors, HF-style config."""
 
 from __future__ import annotations
 
@@ -9,52 +10,35 @@ from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+from gguf import GGMLQuantizationType, GGUFValueType
 
+from maxcli.weights import gguf_cache
 from maxcli.weights.dequant import block_layout
+from maxcli.weights.gguf_cache import HeaderTensor
 from maxcli.weights.weight_data import WeightData, Weights, WeightsError
 
 
-def _field_value(field: Any) -> Any:
-    """A ReaderField as a plain Python value (str / int / float / bool / list)."""
-    value = field.contents()
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value
-
-
-class _ArrayReader(GGUFReader):
-    """gguf's reader over a plain ndarray view of its memory map. The reader slices `data` once per header
-    value (~1M slices for a 49k-token vocabulary); np.memmap's per-slice __array_finalize__ made that 3x
-    slower. The view shares the mapping, so tensor bytes still stay on disk until read."""
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
-        self._data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
-
-
 class GGUFFile:
-    """An open GGUF file. Opening parses the header and tensor index only; tensor bytes stay on disk
-    (memory-mapped) until a WeightData is loaded. Raises WeightsError on a missing/truncated/corrupt file."""
+    """An open GGUF file. Opening reads the header and tensor index only (from maxcli's header cache when
+    the file is unchanged since it was last read, else with gguf's reader); tensor bytes stay on disk until
+    a WeightData is loaded (one read per tensor). Raises WeightsError on a missing/truncated/corrupt file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise WeightsError(f"GGUF file not found: {self.path}")
         try:
-            self._reader = _ArrayReader(self.path, "r")
-        except Exception as exc:  # the reader raises ValueError/IndexError/KeyError/... on bad bytes
+            self._header, from_cache = gguf_cache.read_header(self.path.resolve())
+        except Exception as exc:  # the reader raises ValueError/IndexError/KeyError/OSError/... on bad bytes
             raise WeightsError(f"{self.path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         self._check_tensor_extents()
+        if not from_cache:  # only headers that passed every check are cached
+            gguf_cache.store(self._header)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> "GGUFFile":
-        """A shared, parsed instance per file (parsing the header is the slow part: the vocabulary
-        arrays): config resolution, encoding detection and weight loading all reuse one parse."""
+        """A shared instance per file version: config resolution, encoding detection and weight loading
+        all reuse one header (and, when one was needed, one GGUFReader parse of the vocabulary)."""
         p = Path(path).resolve()
         try:
             st = p.stat()
@@ -64,9 +48,9 @@ class GGUFFile:
 
     def _check_tensor_extents(self) -> None:
         """Every tensor's bytes must lie inside the file (a truncated download fails here, at open)."""
-        size = self.path.stat().st_size
-        for t in self._reader.tensors:
-            if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+        size = self._header.file_size
+        for t in self._header.tensors:
+            if t.data_offset + t.n_bytes > size:
                 raise WeightsError(
                     f"{self.path}: truncated GGUF file: tensor {t.name} needs bytes up to "
                     f"{t.data_offset + t.n_bytes}, file has {size}"
@@ -75,20 +59,21 @@ class GGUFFile:
     @functools.cached_property
     def metadata(self) -> dict[str, Any]:
         """All key/value fields as plain Python values (GGUF.* header fields excluded)."""
-        return {
-            name: _field_value(field)
-            for name, field in self._reader.fields.items()
-            if not name.startswith("GGUF.")
-        }
+        return {name: self._header.contents(name) for name in self._header.fields}
 
     def get(self, key: str, default: Any = None) -> Any:
-        """One metadata value without materialising the whole (large: vocabulary) metadata dict."""
-        field = self._reader.fields.get(key)
-        return default if field is None else _field_value(field)
+        """One metadata value without materialising the whole metadata dict. A vocabulary-sized array is
+        not in the header cache: asking for one parses the file with gguf's reader (~0.5 s, once)."""
+        return self._header.contents(key) if key in self._header.fields else default
 
     def value_type(self, key: str) -> GGUFValueType | None:
-        field = self._reader.fields.get(key)
+        field = self._header.fields.get(key)
         return field.types[0] if field is not None and field.types else None
+
+    def array_length(self, key: str) -> int | None:
+        """Number of elements of an array value (without decoding it); None when key is no array."""
+        field = self._header.fields.get(key)
+        return field.length if field is not None else None
 
     @property
     def architecture(self) -> str:
@@ -99,27 +84,31 @@ class GGUFFile:
 
     @functools.cached_property
     def tensors(self) -> dict[str, WeightData]:
-        return {t.name: self._weight(t) for t in self._reader.tensors}
+        return {t.name: self._weight(t) for t in self._header.tensors}
 
     def weights(self) -> Weights:
         return Weights(self.tensors, [str(self.path)])
 
-    def _weight(self, t: Any) -> WeightData:
-        qtype = GGMLQuantizationType(int(t.tensor_type))
-        shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGML lists ne0 (the row length) first
-        _, type_size = block_layout(qtype)
-        block = block_layout(qtype)[0]
+    def _weight(self, t: HeaderTensor) -> WeightData:
+        qtype = t.tensor_type
+        shape = tuple(reversed(t.shape))  # GGML lists ne0 (the row length) first
+        block, type_size = block_layout(qtype)
         bytes_per_row = shape[-1] // block * type_size
         rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-        data = t.data
         path = self.path
 
         def load() -> torch.Tensor:
+            # Read (not copied out of the mapping): page-cache pages then never count in this process's RSS.
+            out = torch.empty(t.n_bytes, dtype=torch.uint8)
             try:
-                flat = np.frombuffer(data, dtype=np.uint8, count=t.n_bytes)
-            except ValueError as exc:
+                with open(path, "rb") as f:
+                    f.seek(t.data_offset)
+                    got = f.readinto(memoryview(out.numpy()))
+            except OSError as exc:
                 raise WeightsError(f"{path}: cannot read tensor {t.name}: {exc}") from None
-            return torch.from_numpy(flat.copy()).view(rows, bytes_per_row)
+            if got != t.n_bytes:
+                raise WeightsError(f"{path}: truncated GGUF file: tensor {t.name} is cut short")
+            return out.view(rows, bytes_per_row)
 
         return WeightData(t.name, shape, qtype, int(t.n_bytes), load, source=str(path))
 
@@ -135,7 +124,7 @@ class GGUFFile:
         return gguf_to_hf_config(self)
 
     def __repr__(self) -> str:
-        return f"GGUFFile({str(self.path)!r}, arch={self.get('general.architecture')!r}, tensors={len(self._reader.tensors)})"
+        return f"GGUFFile({str(self.path)!r}, arch={self.get('general.architecture')!r}, tensors={len(self._header.tensors)})"
 
 
 @functools.lru_cache(maxsize=4)

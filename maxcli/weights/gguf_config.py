@@ -131,10 +131,10 @@ def gguf_to_hf_config(gguf: "GGUFFile") -> dict[str, Any]:
         if value is not None:
             config[hf_key] = value
     if "vocab_size" not in config:
-        tokens = gguf._reader.fields.get("tokenizer.ggml.tokens")
-        if tokens is None:
+        n_tokens = gguf.array_length("tokenizer.ggml.tokens")
+        if n_tokens is None:
             raise WeightsError(f"{gguf.path}: GGUF file gives no vocab_size and no tokenizer vocabulary")
-        config["vocab_size"] = len(tokens.data)
+        config["vocab_size"] = n_tokens
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads") if k not in config]
     if missing:
         raise WeightsError(f"{gguf.path}: GGUF metadata lacks {', '.join(missing)}")

@@ -1,6 +1,7 @@
 """The packed CPU path on the real SmolLM2-135M Q4_1 GGUF vs the exact float32 dequantized path: teacher
-forcing over >= 512 tokens of English text, top-1 agreement >= 99 % and perplexity within 1 %; and the
-PipelineConfig switch turns the path on (and only then)."""
+forcing over >= 512 tokens of English text, top-1 agreement >= 99 % and perplexity within 1 % (packed
+projections and the two-stage LM head together); the two-stage head alone against the float32 head on the
+same hidden states; and the PipelineConfig switch turns the path on (and only then)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from maxcli.engine.llm import LLM
 from maxcli.interfaces import SamplingParams
 from maxcli.nn import bind_kv_caches
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
-from maxcli.nn.quantized import QuantizedLinear, quantize_linears
+from maxcli.nn.lm_head import TwoStageLMHead
+from maxcli.nn.quantized import QuantizedLinear
+from maxcli.pipelines.lib.factory import quantize_module_linears
 from maxcli.pipelines.lib.tokenizer import TextTokenizer
 from maxcli.weights import GGUFFile
 
@@ -61,15 +64,15 @@ def load_model(gguf: GGUFFile, config: transformers.LlamaConfig, quantized: bool
     state = convert_gguf_state_dict(gguf.tensors, config)
     model.load_weights(state)
     if quantized:
-        ignored = model.ignored_weights
-        swapped = quantize_linears(model, state, model.stacked_params, ignored, skip=("lm_head",))
-        assert len(swapped) == 4 * config.num_hidden_layers
+        quantize_module_linears(model, state)  # what PipelineConfig.cpu_quantized_matmul runs
+        assert sum(isinstance(m, QuantizedLinear) for m in model.modules()) == 4 * config.num_hidden_layers
+        assert isinstance(model.packed_head, TwoStageLMHead)
     return model
 
 
 @torch.inference_mode()
-def prefill_logits(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
-    """All-position logits [T, V] of one sequence in one paged prefill over contiguous pages."""
+def prefill_hidden(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
+    """All-position final hidden states [T, H] of one sequence in one paged prefill over contiguous pages."""
     layers, kv_heads, head_dim = kv_cache_shape(config)
     pages = math.ceil(len(ids) / PAGE)
     shape = (pages, PAGE, kv_heads, head_dim)
@@ -84,8 +87,13 @@ def prefill_logits(model: LlamaForCausalLM, config: transformers.LlamaConfig, id
         max_seqlen_k=t,
     )
     with attention_metadata(meta):
-        hidden = model(torch.tensor(ids), torch.arange(t))
-    return model.compute_logits(hidden)
+        return model(torch.tensor(ids), torch.arange(t))
+
+
+@torch.inference_mode()
+def prefill_logits(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
+    """All-position logits [T, V] through the model's own head (two-stage on the packed path)."""
+    return model.compute_logits(prefill_hidden(model, config, ids))
 
 
 def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
@@ -94,20 +102,61 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
     return math.exp(nll.item())
 
 
-@pytest.mark.slow
-def test_quantized_path_agrees_with_exact_path_under_teacher_forcing(smollm2_gguf: Path) -> None:
+@pytest.fixture(scope="module")
+def teacher_forced(smollm2_gguf: Path) -> dict:
+    """Token ids of TEXT, the exact path's logits, and the packed model with its final hidden states."""
     gguf = GGUFFile(smollm2_gguf)
     config = transformers.LlamaConfig(**gguf.hf_config())
     tokenizer = TextTokenizer(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     ids = tokenizer.delegate.encode(TEXT)
     assert len(ids) >= 512
     exact = prefill_logits(load_model(gguf, config, quantized=False), config, ids)
-    packed = prefill_logits(load_model(gguf, config, quantized=True), config, ids)
+    packed_model = load_model(gguf, config, quantized=True)
+    hidden = prefill_hidden(packed_model, config, ids)
+    return {"ids": ids, "exact": exact, "packed_model": packed_model, "packed_hidden": hidden}
+
+
+@pytest.mark.slow
+def test_quantized_path_agrees_with_exact_path_under_teacher_forcing(teacher_forced: dict) -> None:
+    ids, exact = teacher_forced["ids"], teacher_forced["exact"]
+    with torch.inference_mode():
+        packed = teacher_forced["packed_model"].compute_logits(teacher_forced["packed_hidden"])
     agreement = (exact.argmax(-1) == packed.argmax(-1)).float().mean().item()
     ppl_exact, ppl_packed = perplexity(exact, ids), perplexity(packed, ids)
     assert ppl_exact < 30, f"the exact path is off: perplexity {ppl_exact:.2f} on plain English"
     assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
     assert abs(ppl_packed / ppl_exact - 1) <= 0.01, f"perplexity {ppl_packed:.3f} vs exact {ppl_exact:.3f}"
+
+
+@pytest.mark.slow
+def test_two_stage_head_matches_the_float32_head_on_its_candidates(teacher_forced: dict) -> None:
+    """Same hidden states through the float32 head and the two-stage head: identical greedy tokens at every
+    position, and each row's 16 best exact logits reproduced to float32 summation-order error."""
+    model, hidden = teacher_forced["packed_model"], teacher_forced["packed_hidden"]
+    with torch.inference_mode():
+        two_stage = model.compute_logits(hidden)
+        full = torch.nn.functional.linear(hidden, model.model.embed_tokens.weight)
+        approx = model.packed_head.approximate(hidden)
+    assert torch.equal(two_stage.argmax(-1), full.argmax(-1))
+    best = full.topk(16, dim=-1).indices
+    torch.testing.assert_close(two_stage.gather(1, best), full.gather(1, best), rtol=0, atol=1e-4)
+    # The approximation alone is measurably off (else the second stage would be dead weight).
+    assert (approx.gather(1, best) - full.gather(1, best)).abs().max() > 1e-2
+    ids = teacher_forced["ids"]
+    assert abs(perplexity(two_stage, ids) / perplexity(full, ids) - 1) <= 0.005
+
+
+def test_two_stage_head_with_k_equal_to_vocab_is_the_float32_head() -> None:
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(96, 32), torch.randn(5, 32)
+    for approx in ("int8", "bf16"):
+        head = TwoStageLMHead(top_k=96, approx=approx)
+        torch.testing.assert_close(head(hidden, weight), hidden @ weight.T, rtol=1e-5, atol=1e-5)
+    head = TwoStageLMHead(top_k=4)
+    other = torch.randn(96, 32)
+    out = head(hidden, other)  # a different weight rebuilds the approximation
+    assert head._source is other
+    assert torch.equal(out.argmax(-1), (hidden @ other.T).argmax(-1))
 
 
 @pytest.mark.slow
@@ -118,6 +167,7 @@ def test_config_switch_enables_the_packed_path_only_when_set(smollm2_gguf: Path)
         llm = LLM(model=str(smollm2_gguf), max_length=128, cpu_quantized_matmul=flag, kv_cache=kv)
         module = llm.engine.pipeline.pipeline_model.module
         counts[flag] = sum(isinstance(m, QuantizedLinear) for m in module.modules())
+        assert isinstance(module.packed_head, TwoStageLMHead) is flag
         out = llm.generate("The capital of France is", SamplingParams(temperature=0.0, max_new_tokens=4))[0]
         assert "Paris" in out.text
     assert counts == {False: 0, True: 120}

@@ -9,16 +9,18 @@ per layer instead of three).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig
 
 from maxcli.architectures.bert.weight_adapters import convert_safetensor_state_dict
 from maxcli.nn.weight_loading import assign_state_dict
 from maxcli.ops import layer_norm
+
+if TYPE_CHECKING:
+    from transformers import BertConfig
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # erf form, as BERT's "gelu"

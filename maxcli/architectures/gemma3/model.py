@@ -9,10 +9,10 @@ a rope table (base and scaling) per layer type, optional attention-logit and fin
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig
 
 from maxcli.architectures.llama3.model import (
     LlamaAttention,
@@ -24,6 +24,9 @@ from maxcli.architectures.llama3.model import (
 )
 from maxcli.architectures.rope import RotaryEmbedding
 from maxcli.nn import RMSNorm
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["Gemma3ForCausalLM", "kv_cache_shape", "max_seq_len"]
 

@@ -8,11 +8,12 @@ Text-only checkpoints (gemma-3-1b, 270m) already use HF's `model.*` names. Multi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
-
-from transformers import PretrainedConfig
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maxcli.architectures.llama3.weight_adapters import NON_WEIGHT_SUFFIXES, convert_gguf_state_dict
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
 

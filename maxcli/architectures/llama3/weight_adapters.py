@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from transformers import PretrainedConfig
+from maxcli.pipelines.lib.hf_config import PretrainedConfig  # isinstance without importing transformers
 
 W = TypeVar("W")
 

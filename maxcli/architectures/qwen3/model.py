@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PretrainedConfig
 
 from maxcli.architectures.llama3.model import (
     LlamaAttention,
@@ -14,6 +15,9 @@ from maxcli.architectures.llama3.model import (
     max_seq_len,
 )
 from maxcli.nn import RMSNorm
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["Qwen3ForCausalLM", "kv_cache_shape", "max_seq_len"]
 

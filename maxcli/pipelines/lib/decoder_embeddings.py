@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen3Config
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from maxcli.nn.weight_loading import assign_state_dict
 from maxcli.ops import rms_norm, rotary_embedding, silu_and_mul
+
+if TYPE_CHECKING:
+    from transformers import Qwen3Config
 
 # Rope types whose frequencies depend on the sequence length at run time; a one-shot cache cannot hold them.
 _DYNAMIC_ROPE = {"dynamic", "longrope"}
@@ -31,6 +32,8 @@ def _rope_inverse_frequencies(config: Qwen3Config, head_dim: int) -> tuple[torch
     if rope_type == "default":
         theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
         return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)).float(), 1.0
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
     if rope_type in _DYNAMIC_ROPE or rope_type not in ROPE_INIT_FUNCTIONS:
         raise ValueError(f"rope_type {rope_type!r} is not supported for decoder embeddings")
     inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")

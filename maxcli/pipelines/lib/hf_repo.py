@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import huggingface_hub
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+import huggingface_hub  # a lazy package: its HTTP stack loads only when a hub call is made
+import huggingface_hub.constants
 
 from maxcli.config.enums import RepoType, SupportedEncoding, WeightsFormat
 from maxcli.weights import GGUFFile
@@ -134,7 +133,7 @@ class HuggingFaceRepo:
         if self.repo_type is RepoType.local:
             return huggingface_hub.ModelInfo(id=self.repo_id, siblings=[{"rfilename": f} for f in self.files])
         try:
-            return HfApi().model_info(self.repo_id, revision=self.revision)
+            return huggingface_hub.HfApi().model_info(self.repo_id, revision=self.revision)
         except Exception as exc:  # hub errors, offline mode, and the HTTP stack's transport errors
             raise RepoError(f"cannot read model info of {self.repo_id}@{self.revision}: {str(exc).splitlines()[0]}") from None
 
@@ -151,6 +150,8 @@ class HuggingFaceRepo:
         cached = huggingface_hub.try_to_load_from_cache(self.repo_id, filename, revision=self.revision)
         if isinstance(cached, str):
             return os.path.getsize(cached)
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
         url = huggingface_hub.hf_hub_url(self.repo_id, filename, revision=self.revision)
         try:
             return huggingface_hub.get_hf_file_metadata(url).size
@@ -335,14 +336,25 @@ def _check_arch(encoding: SupportedEncoding, arch_supported: list[SupportedEncod
         raise RepoError(f"encoding {encoding} is not supported by this architecture (supported: {_names(arch_supported)})")
 
 
-def load_hf_config(repo: HuggingFaceRepo) -> dict[str, Any]:
-    """config.json of the repo, or the HF-style config of its GGUF file when it has no config.json."""
-    if repo.file_exists("config.json"):
-        try:
-            return json.loads(repo.download("config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise RepoError(f"config.json of {repo} is not valid JSON: {exc}") from None
+def config_json_values(repo: HuggingFaceRepo) -> dict[str, Any] | None:
+    """config.json of the repo, None when it has none."""
+    if not repo.file_exists("config.json"):
+        return None
+    try:
+        return json.loads(repo.download("config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise RepoError(f"config.json of {repo} is not valid JSON: {exc}") from None
+
+
+def gguf_config_values(repo: HuggingFaceRepo) -> dict[str, Any]:
+    """The HF-style config of the repo's (first) GGUF file."""
     ggufs = repo.weight_files.get(WeightsFormat.gguf, [])
     if ggufs:
         return GGUFFile.open(repo.download(ggufs[0])).hf_config()
     raise RepoError(f"{repo} has neither config.json nor a GGUF file")
+
+
+def load_hf_config(repo: HuggingFaceRepo) -> dict[str, Any]:
+    """config.json of the repo, or the HF-style config of its GGUF file when it has no config.json."""
+    values = config_json_values(repo)
+    return values if values is not None else gguf_config_values(repo)

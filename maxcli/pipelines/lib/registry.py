@@ -242,7 +242,8 @@ class PipelineRegistry:
     # -- cached HF objects ------------------------------------------------------------------------------
 
     def get_active_huggingface_config(self, huggingface_repo: "HuggingFaceRepo") -> Any:
-        """The repo's config as a transformers PretrainedConfig, cached per repo (trust_remote_code included)."""
+        """The repo's config, cached per repo (trust_remote_code included): a transformers PretrainedConfig
+        for config.json, a ConfigSnapshot of one for GGUF metadata (maxcli.pipelines.lib.hf_config)."""
         if huggingface_repo not in self._config_cache:
             from maxcli.pipelines.lib.hf_config import load_pretrained_config
 

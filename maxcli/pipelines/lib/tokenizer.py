@@ -1,7 +1,9 @@
-"""Text tokenizer for pipelines (transformers' AutoTokenizer underneath) and streaming detokenization."""
+"""Text tokenizer for pipelines (transformers' AutoTokenizer, or `tokenizers` directly for a cached GGUF
+vocabulary) and streaming detokenization."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,6 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         gguf_file: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from transformers import AutoTokenizer
-
         path = Path(model_path)
         if gguf_file is None and path.suffix == ".gguf" and path.is_file():
             model_path, gguf_file = str(path.parent), path.name
@@ -43,6 +43,8 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
             if gguf_file is not None and not kwargs:
                 self.delegate = _load_gguf_tokenizer_cached(Path(self.model_path) / gguf_file)
             else:
+                from transformers import AutoTokenizer
+
                 self.delegate = AutoTokenizer.from_pretrained(
                     self.model_path, revision=revision, trust_remote_code=trust_remote_code, gguf_file=gguf_file, **kwargs
                 )
@@ -197,24 +199,25 @@ def tokenizer_cache_dir() -> Path:
 
 
 def _load_gguf_tokenizer_cached(gguf_path: Path) -> Any:
-    """transformers' tokenizer of a GGUF file, converted once and kept as tokenizer.json in maxcli's cache.
+    """The tokenizer of a GGUF file, converted by transformers once and kept as tokenizer.json in
+    maxcli's cache; a cache hit is served by `tokenizers` directly (TokenizerFile) when it can stand
+    for transformers' tokenizer, so no transformers code is imported.
 
-    Converting the GGUF vocabulary takes seconds; loading the saved fast tokenizer takes ~0.1 s. The key
+    Converting the GGUF vocabulary takes seconds; loading the saved tokenizer.json ~0.1 s. The key
     covers the file (path, size, mtime) and the transformers version that converted it."""
     import hashlib
-
-    import transformers
-    from transformers import AutoTokenizer
+    from importlib.metadata import version
 
     st = gguf_path.stat()
-    key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:16]
-    cached = tokenizer_cache_dir() / key
+    key_text = f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{version('transformers')}"
+    cached = tokenizer_cache_dir() / hashlib.sha1(key_text.encode()).hexdigest()[:16]
     if (cached / "tokenizer_config.json").is_file():
         try:
-            return AutoTokenizer.from_pretrained(str(cached))
+            fast = TokenizerFile.load(cached)
+            return fast if fast is not None else _auto_tokenizer(str(cached))
         except Exception:  # a damaged cache entry: rebuild it below
             pass
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tok = _auto_tokenizer(str(gguf_path.parent), gguf_file=gguf_path.name)
     try:
         import shutil
         import tempfile
@@ -227,3 +230,143 @@ def _load_gguf_tokenizer_cached(gguf_path: Path) -> Any:
     except OSError:  # a read-only home: the cache is an optimisation, never a requirement
         pass
     return tok
+
+
+def _auto_tokenizer(where: str, **kwargs: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(where, **kwargs)
+
+
+_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+class TokenizerFile:
+    """A saved transformers tokenizer (tokenizer.json + tokenizer_config.json [+ chat_template.jinja])
+    served by the `tokenizers` library: the part of transformers' tokenizer API that TextTokenizer and
+    the detokenizer use, with the same results. Only the generic `TokenizersBackend` class qualifies
+    (it adds nothing to tokenizer.json) with decode clean-up off; `load` returns None otherwise.
+    Chat templates render through transformers' own renderer (imported on first use) unless the
+    template and messages qualify for `_plain_template`."""
+
+    def __init__(self, backend: Any, config: dict[str, Any], chat_template: str | None) -> None:
+        self._tokenizer = backend
+        self.special_tokens_map = {
+            name: _token_text(config[name]) for name in _SPECIAL_TOKEN_NAMES if config.get(name) is not None
+        }
+        eos = self.special_tokens_map.get("eos_token")
+        self.eos_token_id = backend.token_to_id(eos) if eos is not None else None
+        self.model_max_length = config.get("model_max_length")
+        self.chat_template = chat_template
+
+    @classmethod
+    def load(cls, folder: Path) -> "TokenizerFile | None":
+        import json
+
+        from tokenizers import Tokenizer
+
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        template = config.get("chat_template")
+        if (folder / "chat_template.jinja").is_file():
+            template = (folder / "chat_template.jinja").read_text()
+        eligible = (
+            config.get("tokenizer_class") == "TokenizersBackend"
+            and not config.get("clean_up_tokenization_spaces", False)
+            and (template is None or isinstance(template, str))
+            and not (folder / "chat_template.json").exists()
+        )
+        if not eligible:
+            return None
+        tok = cls(Tokenizer.from_file(str(folder / "tokenizer.json")), config, template)
+        if "eos_token" in tok.special_tokens_map and tok.eos_token_id is None:
+            return None  # transformers would map an unknown eos to the unk id: leave that to it
+        return tok
+
+    def __len__(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False) -> str:
+        ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+        return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], tokenize: bool = False, add_generation_prompt: bool = False
+    ) -> str:
+        """transformers' apply_chat_template(..., tokenize=False) for one conversation."""
+        if tokenize:
+            raise ValueError("TokenizerFile.apply_chat_template renders text only (tokenize=False)")
+        if not self.chat_template:
+            raise ValueError("this tokenizer has no chat template")
+        if not messages:
+            raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
+        conversation = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        plain = self._plain_template
+        if plain is not None and all(_plain_message(m) for m in conversation):
+            return plain.render(
+                messages=conversation, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+                **self.special_tokens_map,
+            )
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(
+            conversations=[conversation],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            **self.special_tokens_map,
+        )
+        return rendered[0]
+
+
+    @functools.cached_property
+    def _plain_template(self) -> Any:
+        """The chat template compiled by jinja2 in transformers' environment settings (immutable sandbox,
+        trim_blocks, lstrip_blocks, loop controls, `raise_exception`), or None when the template reads
+        anything that environment defines differently (its `tojson`, `dict`, `namespace`,
+        `strftime_now`, the `generation` tag). Importing transformers for its renderer costs ~0.3 s of
+        a cold start; templates that pass this check render identically without it."""
+        import jinja2
+        import jinja2.meta
+        import jinja2.nodes
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        default_globals, env.globals = env.globals, {}  # so that the names read include globals
+        try:
+            ast = env.parse(self.chat_template)
+        except jinja2.TemplateSyntaxError:
+            return None
+        names = jinja2.meta.find_undeclared_variables(ast)
+        env.globals = {**default_globals, "raise_exception": _raise_template_error}
+        if not names <= _PLAIN_TEMPLATE_NAMES or any(f.name == "tojson" for f in ast.find_all(jinja2.nodes.Filter)):
+            return None
+        return env.from_string(self.chat_template)
+
+
+# What a template may read for TokenizerFile's own renderer: the variables transformers passes and the
+# globals both environments define the same way.
+_PLAIN_TEMPLATE_NAMES = frozenset(
+    {"messages", "add_generation_prompt", "tools", "documents", "raise_exception", "range", "lipsum", "cycler", "joiner"}
+    | set(_SPECIAL_TOKEN_NAMES)
+)
+_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")  # transformers aliases these among themselves
+
+
+def _plain_message(message: Any) -> bool:
+    """A message transformers would pass to the template unchanged: plain strings, no reasoning fields."""
+    return isinstance(message, dict) and all(
+        type(k) is str and type(v) is str and k not in _REASONING_KEYS for k, v in message.items()
+    )
+
+
+def _raise_template_error(message: str) -> None:
+    import jinja2
+
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _token_text(token: Any) -> str:
+    """A special token as tokenizer_config.json stores it: a string, or an AddedToken dict."""
+    return str(token["content"]) if isinstance(token, dict) else str(token)
