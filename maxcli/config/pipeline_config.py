@@ -65,7 +65,8 @@ class PipelineConfig(BaseModel):
     cpu_quantized_matmul: bool = Field(
         False,
         description="CPU, GGUF Q4_0/Q4_1/Q4_K/Q8_0 weights: keep them packed and multiply with int4/int8 kernels "
-        "on bfloat16 activations (several times faster decode, approximate); off: exact float32 dequantized weights.",
+        "on bfloat16 activations, with a bfloat16 copy for prefill and large batches (several times faster, "
+        "approximate); off: exact float32 dequantized weights.",
     )
     engine: PipelineEngine = Field(
         PipelineEngine.MAX, description="Engine: max (native) or huggingface (transformers fallback for any model)."

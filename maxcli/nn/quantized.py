@@ -14,11 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from maxcli.nn.linear import Linear
 from maxcli.nn.weight_loading import StackedParam, checkpoint_targets
 from maxcli.ops.cpu_quant import (
+    ACTIVATION_DTYPE,
     PACKED_QTYPES,
     Int4Weight,
     Int8Weight,
@@ -30,14 +32,28 @@ from maxcli.ops.cpu_quant import (
 )
 
 
+# From this many rows a bf16 GEMM on a dense copy beats the packed kernels on this CPU class (measured,
+# 2 cores, avx512_bf16: int4 saturates near 320 GFLOPS from 8 rows on, dense bf16 reaches 750-900).
+DENSE_MIN_ROWS = 12
+
+
 class QuantizedLinear(nn.Module):
     """y = x W^T + b with W packed (Int4Weight or Int8Weight); the packed tensors are buffers.
 
     `split_sizes` (the fused shards' widths, e.g. [q, kv, kv]) makes `forward_split` return views of one
-    matmul, like QKVLinear.forward_split.
+    matmul, like QKVLinear.forward_split. `dense` (optional bf16 [out, in], the same weights) serves inputs
+    of DENSE_MIN_ROWS rows or more (prefill, large decode batches): compute-bound there, not
+    bandwidth-bound, so the packed kernels' dequantization work costs more than reading 2 bytes a weight.
+    Memory: 2 bytes per weight beside the packed ~0.56.
     """
 
-    def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None, split_sizes: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        weight: PackedWeight,
+        bias: torch.Tensor | None = None,
+        split_sizes: Sequence[int] = (),
+        dense: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = weight.in_features, weight.out_features
         if split_sizes and sum(split_sizes) != self.out_features:
@@ -54,6 +70,9 @@ class QuantizedLinear(nn.Module):
             self.register_buffer("codes", weight.codes)
             self.register_buffer("scales", weight.scales)
         self.register_buffer("bias", bias)
+        if dense is not None and tuple(dense.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"dense weight has shape {tuple(dense.shape)}, expected ({self.out_features}, {self.in_features})")
+        self.register_buffer("dense", None if dense is None else dense.to(ACTIVATION_DTYPE))
 
     @property
     def weight(self) -> PackedWeight:
@@ -62,18 +81,23 @@ class QuantizedLinear(nn.Module):
         return Int8Weight(self.codes, self.scales)
 
     @classmethod
-    def from_linear(cls, linear: Linear, weight: PackedWeight) -> "QuantizedLinear":
-        """Replace `linear`: same shape, its (already loaded) bias, its fused output split if any."""
+    def from_linear(cls, linear: Linear, weight: PackedWeight, keep_dense: bool = False) -> "QuantizedLinear":
+        """Replace `linear`: same shape, its (already loaded) bias, its fused output split if any; with
+        `keep_dense`, a bf16 copy of its float weight for many-row inputs."""
         if (weight.out_features, weight.in_features) != (linear.out_features, linear.in_features):
             raise ValueError(
                 f"packed weight is [{weight.out_features}, {weight.in_features}], "
                 f"layer is [{linear.out_features}, {linear.in_features}]"
             )
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        return cls(weight, bias, getattr(linear, "output_sizes", ()))
+        dense = linear.weight.detach().to(ACTIVATION_DTYPE) if keep_dense else None
+        return cls(weight, bias, getattr(linear, "output_sizes", ()), dense)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = (int4_matmul if self.int4 else int8_matmul)(x, self.codes, self.scales)
+        if self.dense is not None and x.numel() >= DENSE_MIN_ROWS * self.in_features:
+            y = F.linear(x.to(ACTIVATION_DTYPE), self.dense).to(x.dtype)
+        else:
+            y = (int4_matmul if self.int4 else int8_matmul)(x, self.codes, self.scales)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def forward_split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -84,7 +108,8 @@ class QuantizedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "int4" if self.int4 else "int8"
-        return f"in_features={self.in_features}, out_features={self.out_features}, {kind}, bias={self.bias is not None}"
+        dense = self.dense is not None
+        return f"in_features={self.in_features}, out_features={self.out_features}, {kind}, dense={dense}, bias={self.bias is not None}"
 
 
 def _ordered_sources(linear: Linear, sources: Mapping[Any, Any]) -> list[Any] | None:
@@ -113,12 +138,14 @@ def quantize_linears(
     stacked: Sequence[StackedParam] = (),
     ignore: Iterable[str] = (),
     skip: Iterable[str] = (),
+    keep_dense: bool = False,
 ) -> list[str]:
     """Swap packable Linear layers of a loaded model for QuantizedLinear; returns the swapped layer names.
 
     `weights` is the mapping the model was loaded from (lazy maxcli.weights.WeightData); `stacked` and
     `ignore` are the model's load_weights arguments; modules named in `skip` (e.g. "lm_head", whose weight
-    a model reads directly) are left alone. Cost: one read of each packed tensor's raw blocks.
+    a model reads directly) are left alone; `keep_dense` keeps a bf16 copy of each swapped layer's float
+    weight for many-row inputs (QuantizedLinear.dense). Cost: one read of each packed tensor's raw blocks.
     """
     by_param: dict[str, dict[Any, Any]] = {}
     for name, target, shard_id in checkpoint_targets(model, weights, stacked, ignore, strict=False):
@@ -133,7 +160,7 @@ def quantize_linears(
         if qtype is None or not packable(qtype, linear.out_features, linear.in_features):
             continue
         raw = torch.cat([s.raw_blocks() for s in sources], dim=0)
-        quantized = QuantizedLinear.from_linear(linear, pack_gguf(raw, qtype, linear.in_features))
+        quantized = QuantizedLinear.from_linear(linear, pack_gguf(raw, qtype, linear.in_features), keep_dense)
         parent_name, _, child = module_name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, quantized)
         swapped.append(module_name)

@@ -25,10 +25,9 @@ def rms_norm(
     if residual is not None:
         x = x + residual
         summed = x
-    xf = x.float()
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     w = weight.float() + weight_offset if weight_offset else weight.float()
-    y = (y * w).to(x.dtype)
+    # One fused kernel (mean of squares, rsqrt, scale) instead of five ops; same float32 arithmetic.
+    y = F.rms_norm(x.float(), (x.shape[-1],), w, eps).to(x.dtype)
     return (y, summed) if residual is not None else y
 
 
@@ -53,6 +52,12 @@ def rotary_embedding(
     cs = cos_sin_cache[positions].float()
     half = cs.shape[-1] // 2
     cos, sin = cs[:, None, :half], cs[:, None, half:]
+    if is_neox and 2 * half == q.shape[-1] == k.shape[-1] and q.dtype == k.dtype == torch.float32:
+        # Full-width neox rotation of q and k together: one rotation over [T, H + Hk, D] (~8 ops, not ~24).
+        qk = torch.cat((q, k), dim=1)
+        x1, x2 = qk[..., :half], qk[..., half:]
+        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        return out[:, : q.shape[1]], out[:, q.shape[1] :]
 
     def rot(x: torch.Tensor) -> torch.Tensor:
         r = 2 * half
@@ -88,10 +93,15 @@ def store_kvcache(
 ) -> None:
     """Write key/value [T, Hk, D] into caches [num_blocks, block_size, Hk, D] at slot_mapping [T] (-1 skips)."""
     bs = k_cache.shape[1]
-    keep = slot_mapping >= 0
-    if not bool(keep.all()):
+    if int(slot_mapping.min()) < 0:
+        keep = slot_mapping >= 0
         key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
-    # Index (page, row) rather than a flattened view so strided caches (K/V halves of one tensor) work.
+    if k_cache.is_contiguous() and v_cache.is_contiguous():
+        # One index_copy_ per cache over the flat [blocks * block_size, Hk, D] view.
+        k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
+        v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+        return
+    # Strided caches (K/V halves of one tensor): index (page, row) instead.
     page, row = slot_mapping // bs, slot_mapping % bs
     k_cache[page, row] = key.to(k_cache.dtype)
     v_cache[page, row] = value.to(v_cache.dtype)
@@ -120,6 +130,8 @@ def paged_attention(
     B = block_tables.shape[0]
     if T == 1 and B == 1 and not softcap:
         return _decode_one(q, k_cache, v_cache, block_tables, max_seqlen_k, scale, sliding_window)
+    if max_seqlen_q == 1 and T == B and not softcap:
+        return _decode_batch(q, k_cache, v_cache, block_tables, seq_lens_k, max_seqlen_k, scale, sliding_window)
     bs, Hk = k_cache.shape[1], k_cache.shape[2]
     dev = q.device
     nblk = max(1, math.ceil(max_seqlen_k / bs))
@@ -144,9 +156,12 @@ def paged_attention(
     mask[:, :, 0] |= ~row_valid  # padded rows see one key so softmax stays finite; they are dropped below
     # GQA without copying K/V per query head: the G query heads of each KV head become G*Mq rows.
     G, Mq = H // Hk, max_seqlen_q
-    qf = qp.float().view(B, Mq, Hk, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hk, G * Mq, D)
-    kf = kp.float().permute(0, 2, 1, 3)  # [B, Hk, K, D]
-    vf = vp.float().permute(0, 2, 1, 3)
+    # float32 arithmetic, except over a bfloat16 cache: SDPA then runs in bf16 (float accumulation inside),
+    # skipping a float32 copy of every gathered key and value.
+    cdt = torch.bfloat16 if k_cache.dtype == torch.bfloat16 and not softcap else torch.float32
+    qf = qp.to(cdt).view(B, Mq, Hk, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hk, G * Mq, D)
+    kf = kp.to(cdt).permute(0, 2, 1, 3)  # [B, Hk, K, D]
+    vf = vp.to(cdt).permute(0, 2, 1, 3)
     m = mask[:, None, None].expand(B, 1, G, Mq, K).reshape(B, 1, G * Mq, K)
     if softcap:
         s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
@@ -169,19 +184,49 @@ def _decode_one(
     sliding_window: int | None,
 ) -> torch.Tensor:
     """One sequence, one new token at position seq_len - 1 (single-stream decode; for B = 1 max_seqlen_k
-    is that sequence's length). Same SDPA inputs as the general path (padded pages, the same boolean
-    mask), so the same bits, from ~12 ops instead of ~45: no query packing, no per-row masks."""
+    is that sequence's length): ~10 ops instead of ~45 (no query packing, no masks: the keys are sliced
+    to the window this token sees). Equal to the general path up to float32 summation order."""
     _, H, D = q.shape
     bs, Hk = k_cache.shape[1], k_cache.shape[2]
     nblk = max(1, math.ceil(seq_len / bs))
-    bt = block_tables[0, :nblk].long()
-    kf = k_cache.index_select(0, bt).view(1, nblk * bs, Hk, D).float().permute(0, 2, 1, 3)  # [1, Hk, K, D]
-    vf = v_cache.index_select(0, bt).view(1, nblk * bs, Hk, D).float().permute(0, 2, 1, 3)
-    k_pos = torch.arange(nblk * bs, device=q.device)
-    mask = k_pos < seq_len
-    if sliding_window is not None and sliding_window > 0:
-        mask &= k_pos > seq_len - 1 - sliding_window
+    bt = block_tables[0, :nblk]
+    start = max(0, seq_len - sliding_window) if sliding_window is not None and sliding_window > 0 else 0
+    k = k_cache.index_select(0, bt).view(nblk * bs, Hk, D)[start:seq_len].float()  # [S, Hk, D]
+    v = v_cache.index_select(0, bt).view(nblk * bs, Hk, D)[start:seq_len].float()
     G = H // Hk
-    m = mask.expand(1, 1, G, nblk * bs)
-    o = F.scaled_dot_product_attention(q.float().view(1, Hk, G, D), kf, vf, attn_mask=m, scale=scale)
-    return o.view(1, H, D).to(q.dtype)
+    # Scores [Hk, G, S] = q [Hk, G, D] @ k^T; softmax over S; @ v [Hk, S, D]. Unmasked: k/v hold only the
+    # keys this token sees.
+    s = torch.bmm(q.float().reshape(Hk, G, D), k.permute(1, 2, 0)).mul_(scale).softmax(-1)
+    return torch.bmm(s, v.transpose(0, 1)).reshape(1, H, D).to(q.dtype)
+
+
+
+def _decode_batch(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens_k: torch.Tensor,
+    max_seqlen_k: int,
+    scale: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """B sequences, one new token each (q [B, H, D]; token b at position seq_lens_k[b] - 1): the general
+    path without query packing or row masks, and an additive [B, 1, 1, K] mask that hides each sequence's
+    padding (and keys outside its window). Same arithmetic as the general path (bf16 over a bf16 cache)."""
+    B, H, D = q.shape
+    bs, Hk = k_cache.shape[1], k_cache.shape[2]
+    nblk = max(1, math.ceil(max_seqlen_k / bs))
+    bt = block_tables[:, :nblk].reshape(-1)
+    K, G = nblk * bs, H // Hk
+    cdt = torch.bfloat16 if k_cache.dtype == torch.bfloat16 else torch.float32
+    k = k_cache.index_select(0, bt).view(B, K, Hk, D).to(cdt).permute(0, 2, 1, 3)  # [B, Hk, K, D]
+    v = v_cache.index_select(0, bt).view(B, K, Hk, D).to(cdt).permute(0, 2, 1, 3)
+    k_pos = torch.arange(K, device=q.device)
+    lens = seq_lens_k.long()[:, None]
+    hidden = k_pos[None, :] >= lens  # [B, K]: padding past each sequence's end
+    if sliding_window is not None and sliding_window > 0:
+        hidden |= k_pos[None, :] < lens - sliding_window
+    mask = torch.zeros(B, 1, 1, K, dtype=cdt, device=q.device).masked_fill_(hidden[:, None, None, :], float("-inf"))
+    o = F.scaled_dot_product_attention(q.to(cdt).view(B, Hk, G, D), k, v, attn_mask=mask, scale=scale)
+    return o.reshape(B, H, D).to(q.dtype)

@@ -24,6 +24,9 @@ ATTENTION_CASES = [
     ([3, 7], [20, 7], 6, 2, 32, 8, None, None),  # chunked prefill over a cached prefix, GQA 3
     ([1, 1, 1], [1, 17, 33], 8, 1, 16, 16, 5, None),  # decode, GQA 8, window
     ([6, 2], [6, 30], 2, 1, 64, 16, 4, 3.0),  # window + soft-capping
+    ([1], [23], 6, 2, 16, 4, 7, None),  # single-sequence decode (its own path), window, GQA 3
+    ([1], [9], 4, 4, 16, 4, None, None),  # single-sequence decode, last page partly filled
+    ([1, 1], [40, 3], 4, 2, 16, 8, None, None),  # batched decode (its own path), uneven lengths
 ]
 
 

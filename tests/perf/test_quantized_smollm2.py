@@ -113,16 +113,40 @@ def teacher_forced(smollm2_gguf: Path) -> dict:
     exact = prefill_logits(load_model(gguf, config, quantized=False), config, ids)
     packed_model = load_model(gguf, config, quantized=True)
     hidden = prefill_hidden(packed_model, config, ids)
-    return {"ids": ids, "exact": exact, "packed_model": packed_model, "packed_hidden": hidden}
+    # The same prefill with the bf16 copies switched off: every row through the int4 kernels (what decode
+    # steps of fewer than DENSE_MIN_ROWS sequences run).
+    for layer in packed_model.modules():
+        if isinstance(layer, QuantizedLinear):
+            layer.dense_off, layer.dense = layer.dense, None
+    kernel_hidden = prefill_hidden(packed_model, config, ids)
+    for layer in packed_model.modules():
+        if isinstance(layer, QuantizedLinear):
+            layer.dense = layer.dense_off
+    return {
+        "ids": ids,
+        "exact": exact,
+        "packed_model": packed_model,
+        "packed_hidden": {"bf16 rows": hidden, "int4 kernels": kernel_hidden},
+    }
 
 
 @pytest.mark.slow
-def test_quantized_path_agrees_with_exact_path_under_teacher_forcing(teacher_forced: dict) -> None:
+@pytest.mark.parametrize("path", ["bf16 rows", "int4 kernels"])
+def test_quantized_path_agrees_with_exact_path_under_teacher_forcing(teacher_forced: dict, path: str) -> None:
     ids, exact = teacher_forced["ids"], teacher_forced["exact"]
+    model, hidden = teacher_forced["packed_model"], teacher_forced["packed_hidden"][path]
+    assert not torch.equal(hidden, teacher_forced["packed_hidden"]["bf16 rows" if path != "bf16 rows" else "int4 kernels"])
     with torch.inference_mode():
-        packed = teacher_forced["packed_model"].compute_logits(teacher_forced["packed_hidden"])
+        if path == "int4 kernels":  # the head's int8 approximation too, not its bf16 GEMM
+            model.packed_head.dense_min_rows, rows = 10**9, model.packed_head.dense_min_rows
+        try:
+            packed = model.compute_logits(hidden)
+        finally:
+            if path == "int4 kernels":
+                model.packed_head.dense_min_rows = rows
     agreement = (exact.argmax(-1) == packed.argmax(-1)).float().mean().item()
     ppl_exact, ppl_packed = perplexity(exact, ids), perplexity(packed, ids)
+    print(f"\n{path}: top-1 agreement {agreement:.4f} over {len(ids) - 1} positions, perplexity {ppl_packed:.3f} vs exact {ppl_exact:.3f}")
     assert ppl_exact < 30, f"the exact path is off: perplexity {ppl_exact:.2f} on plain English"
     assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
     assert abs(ppl_packed / ppl_exact - 1) <= 0.01, f"perplexity {ppl_packed:.3f} vs exact {ppl_exact:.3f}"
@@ -132,11 +156,15 @@ def test_quantized_path_agrees_with_exact_path_under_teacher_forcing(teacher_for
 def test_two_stage_head_matches_the_float32_head_on_its_candidates(teacher_forced: dict) -> None:
     """Same hidden states through the float32 head and the two-stage head: identical greedy tokens at every
     position, and each row's 16 best exact logits reproduced to float32 summation-order error."""
-    model, hidden = teacher_forced["packed_model"], teacher_forced["packed_hidden"]
+    model, hidden = teacher_forced["packed_model"], teacher_forced["packed_hidden"]["int4 kernels"]
     with torch.inference_mode():
-        two_stage = model.compute_logits(hidden)
+        model.packed_head.dense_min_rows, rows = 10**9, model.packed_head.dense_min_rows  # the int8 stage
+        try:
+            two_stage = model.compute_logits(hidden)
+            approx = model.packed_head.approximate(hidden)
+        finally:
+            model.packed_head.dense_min_rows = rows
         full = torch.nn.functional.linear(hidden, model.model.embed_tokens.weight)
-        approx = model.packed_head.approximate(hidden)
     assert torch.equal(two_stage.argmax(-1), full.argmax(-1))
     best = full.topk(16, dim=-1).indices
     torch.testing.assert_close(two_stage.gather(1, best), full.gather(1, best), rtol=0, atol=1e-4)

@@ -165,6 +165,7 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     tp = current_group()
     if tp.is_parallel:  # this rank's KV heads
         n_kv_heads = tp.heads(hf_config.num_attention_heads, n_kv_heads)[3]
+    packed = config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf and not tp.is_parallel
     params = KVCacheParams(
         dtype=getattr(torch, config.cache_dtype),
         num_layers=num_layers,
@@ -178,7 +179,7 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
         pages = int(tp.all_gather_last(torch.tensor([pages], device=tp.device)).min())
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     model = model_cls(config, hf_config, state, kv, device, dtype)
-    if config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf and not tp.is_parallel:
+    if packed:
         quantize_module_linears(model.module, state)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
@@ -188,17 +189,19 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
 
 
 def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
-    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized). The float LM head
+    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized), with bf16 copies for
+    many-row steps (prefill, large batches). The float LM head
     stays (models read its weight directly); modules with a `packed_head` slot get the two-stage head
     (maxcli.nn.lm_head: int8 approximation over the vocabulary, exact float32 for the top candidates)."""
     from maxcli.nn.lm_head import TwoStageLMHead
-    from maxcli.nn.quantized import quantize_linears
+    from maxcli.nn.quantized import DENSE_MIN_ROWS, quantize_linears
 
     ignored = tuple(getattr(module, "ignored_weights", ()))
-    swapped = quantize_linears(module, state, getattr(module, "stacked_params", ()), ignored, skip=("lm_head",))
+    stacked = getattr(module, "stacked_params", ())
+    swapped = quantize_linears(module, state, stacked, ignored, skip=("lm_head",), keep_dense=True)
     logger.info("cpu_quantized_matmul: %d linear layers kept packed", len(swapped))
     if hasattr(module, "packed_head"):
-        head = TwoStageLMHead()
+        head = TwoStageLMHead(dense_min_rows=DENSE_MIN_ROWS)
         lm_head = getattr(module, "lm_head", None)
         embed = getattr(getattr(module, "model", None), "embed_tokens", None)
         source = lm_head if lm_head is not None else embed
