@@ -199,3 +199,73 @@ def test_config_switch_enables_the_packed_path_only_when_set(smollm2_gguf: Path)
         out = llm.generate("The capital of France is", SamplingParams(temperature=0.0, max_new_tokens=4))[0]
         assert "Paris" in out.text
     assert counts == {False: 0, True: 120}
+
+
+@torch.inference_mode()
+def decode_logits(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
+    """Logits [T, V] of one sequence fed one token per step (T decode steps of one sequence each)."""
+    layers, kv_heads, head_dim = kv_cache_shape(config)
+    pages = math.ceil(len(ids) / PAGE)
+    shape = (pages, PAGE, kv_heads, head_dim)
+    bind_kv_caches(model, [(torch.zeros(shape), torch.zeros(shape)) for _ in range(layers)])
+    table = torch.arange(pages, dtype=torch.int32)[None]
+    rows = []
+    for t in range(len(ids)):
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor([t]),
+            block_tables=table,
+            cu_seqlens_q=torch.tensor([0, 1], dtype=torch.int32),
+            seq_lens_k=torch.tensor([t + 1], dtype=torch.int32),
+            max_seqlen_q=1,
+            max_seqlen_k=t + 1,
+            is_decode=True,
+        )
+        with attention_metadata(meta):
+            rows.append(model.compute_logits(model(torch.tensor(ids[t : t + 1]), torch.tensor([t]))))
+    return torch.cat(rows)
+
+
+@pytest.mark.slow
+def test_fused_decode_step_matches_the_python_path_and_the_exact_path(teacher_forced: dict) -> None:
+    """The fused C++ decode step (maxcli.ops.cpu_decode), when this machine can build it: fed the text one
+    token at a time, its logits match the Python decode path's, and against the exact path it keeps the
+    packed path's bar (top-1 >= 99 %, perplexity within 1 %)."""
+    model = teacher_forced["packed_model"]
+    fused = model.model.decode_one
+    if fused is None:
+        pytest.skip("the fused CPU decode step could not be built here (no C++ compiler?)")
+    ids, exact = teacher_forced["ids"], teacher_forced["exact"]
+    with_fused = decode_logits(model, model.config, ids)
+    model.model.decode_one = None
+    try:
+        python_path = decode_logits(model, model.config, ids)
+    finally:
+        model.model.decode_one = fused
+    # The two differ by summation order and the bf16 roundings that follow from it; the yardstick is how
+    # much the Python path itself moves between one prefill and token-by-token decode (same weights).
+    same = (with_fused.argmax(-1) == python_path.argmax(-1)).float().mean().item()
+    drift = (with_fused - python_path).abs().mean().item()
+    with torch.inference_mode():
+        prefill = model.compute_logits(teacher_forced["packed_hidden"]["int4 kernels"])
+    yardstick = (python_path - prefill).abs().mean().item()
+    print(f"\nfused vs Python decode: top-1 same {same:.4f}, mean |diff| {drift:.4f} (decode vs prefill {yardstick:.4f})")
+    assert same >= 0.99
+    assert drift <= 2 * yardstick
+    agreement = (with_fused.argmax(-1) == exact.argmax(-1)).float().mean().item()
+    ppl_fused, ppl_exact = perplexity(with_fused, ids), perplexity(exact, ids)
+    print(f"\nfused decode: top-1 agreement {agreement:.4f}, perplexity {ppl_fused:.3f} vs exact {ppl_exact:.3f}")
+    assert agreement >= 0.99, f"top-1 agreement {agreement:.4f}"
+    assert abs(ppl_fused / ppl_exact - 1) <= 0.01
+
+
+def test_fused_decode_step_covers_only_its_contract(teacher_forced: dict, smollm2_gguf: Path, monkeypatch) -> None:
+    from maxcli.ops import cpu_decode
+
+    assert cpu_decode._eligible(teacher_forced["packed_model"]) is None
+    gguf = GGUFFile(smollm2_gguf)
+    exact = load_model(gguf, transformers.LlamaConfig(**gguf.hf_config()), quantized=False)
+    assert cpu_decode._eligible(exact) == "a projection that is not bias-free int4"
+    assert not cpu_decode.install(exact) and exact.model.decode_one is None
+    monkeypatch.setattr(cpu_decode, "_loaded", None)
+    monkeypatch.setenv("MAXCLI_CPU_DECODE", "0")
+    assert cpu_decode.load() is False  # switched off: the Python path runs

@@ -198,7 +198,15 @@ class LlamaModel(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
 
+    # Optional fused path for one sequence and one new token (maxcli.ops.cpu_decode, installed on the
+    # packed CPU path); it returns None for any step it does not cover.
+    decode_one: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self.decode_one is not None and input_ids.shape[0] == 1:
+            fused = self.decode_one(input_ids, positions)
+            if fused is not None:
+                return fused
         # Table rows are resolved once per step, not per layer.
         ropes = {key: (rope, rope.table_positions(positions)) for key, rope in self.rotary_embs.items()}
         h, residual = self.embed(input_ids), None

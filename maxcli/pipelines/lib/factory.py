@@ -208,6 +208,9 @@ def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
         if source is not None:
             head.prepare(source.weight)  # at load, not on the first token; rebuilt if another weight comes
         module.packed_head = head
+    from maxcli.ops.cpu_decode import install
+
+    install(module)  # one C++ call per single-sequence decode step where the model fits its contract
 
 
 def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
