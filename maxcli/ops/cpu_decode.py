@@ -29,6 +29,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_step.cpp"
+CXXFLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
 _loaded: bool | None = None
 
 
@@ -49,7 +50,8 @@ def _cpu_flags() -> str:
 
 def _library_path() -> Path:
     key = hashlib.sha256(
-        SOURCE.read_bytes() + torch.__version__.encode() + _cpu_flags().encode() + platform.machine().encode()
+        SOURCE.read_bytes() + " ".join(CXXFLAGS).encode() + torch.__version__.encode() + _cpu_flags().encode()
+        + platform.machine().encode()
     ).hexdigest()[:16]
     return _cache_dir() / f"maxcli_cpu_{key}.so"
 
@@ -65,8 +67,7 @@ def _compile(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-               str(SOURCE), "-o", str(out), f"-I{sysconfig.get_paths()['include']}"]
+        cmd = [cxx, *CXXFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(SOURCE), "-o", str(out), f"-I{sysconfig.get_paths()['include']}"]
         cmd += [f"-I{p}" for p in include_paths()] + [f"-L{p}" for p in libs] + [f"-Wl,-rpath,{p}" for p in libs]
         cmd += ["-lc10", "-ltorch_cpu", "-ltorch"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
