@@ -266,6 +266,18 @@ def test_fused_decode_step_covers_only_its_contract(teacher_forced: dict, smollm
     exact = load_model(gguf, transformers.LlamaConfig(**gguf.hf_config()), quantized=False)
     assert cpu_decode._eligible(exact) == "a projection that is not bias-free int4"
     assert not cpu_decode.install(exact) and exact.model.decode_one is None
+    fused = teacher_forced["packed_model"].model.decode_one
+    if fused is not None:  # a bad slot or page is an error from the op, not a stray write
+        model, ids = teacher_forced["packed_model"], teacher_forced["ids"][:4]
+        bind_kv_caches(model, [(torch.zeros(2, PAGE, 3, 64), torch.zeros(2, PAGE, 3, 64)) for _ in range(30)])
+        for slot, table in ((2 * PAGE, [0]), (0, [7])):
+            meta = AttentionMetadata(
+                slot_mapping=torch.tensor([slot]), block_tables=torch.tensor([table], dtype=torch.int32),
+                cu_seqlens_q=torch.tensor([0, 1], dtype=torch.int32), seq_lens_k=torch.tensor([1], dtype=torch.int32),
+                max_seqlen_q=1, max_seqlen_k=1,
+            )
+            with attention_metadata(meta), torch.inference_mode(), pytest.raises(RuntimeError, match="outside the cache"):
+                fused(torch.tensor(ids[:1]), torch.tensor([0]))
     monkeypatch.setattr(cpu_decode, "_loaded", None)
     monkeypatch.setenv("MAXCLI_CPU_DECODE", "0")
     assert cpu_decode.load() is False  # switched off: the Python path runs

@@ -77,9 +77,21 @@ at::Tensor decode_step(
   const int64_t layers = static_cast<int64_t>(input_norms.size());
   TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous(), "h must be contiguous float32");
   TORCH_CHECK(cos_sin.numel() == D, "cos_sin must hold one rope row of head_dim values");
+  TORCH_CHECK(block_table.scalar_type() == at::kInt && block_table.is_contiguous(), "block_table must be int32");
+  for (const auto* list : {&post_norms, &qkv_w, &qkv_sz, &o_w, &o_sz, &gate_up_w, &gate_up_sz, &down_w, &down_sz,
+                           &k_caches, &v_caches})
+    TORCH_CHECK(static_cast<int64_t>(list->size()) == layers, "one tensor per layer in every list");
   TORCH_CHECK(seq_len >= 1 && seq_len <= block_table.numel() * k_caches[0].size(1), "seq_len outside the block table");
   const float* cs = cos_sin.data_ptr<float>();
   const int32_t* bt = block_table.data_ptr<int32_t>();
+  // Every page this step touches must exist: a bad table is an error, never a stray read or write.
+  const int64_t num_blocks = k_caches[0].size(0), page = k_caches[0].size(1);
+  TORCH_CHECK(slot >= 0 && slot < num_blocks * page, "KV slot outside the cache");
+  for (int64_t i = 0; i < (seq_len + page - 1) / page; ++i)
+    TORCH_CHECK(bt[i] >= 0 && bt[i] < num_blocks, "block table names a page outside the cache");
+  for (size_t l = 0; l < k_caches.size(); ++l)
+    TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() && v_caches[l].sizes() == k_caches[0].sizes(),
+                "every layer's K and V cache must have the same shape");
 
   at::Tensor residual = h.clone();
   float* res = residual.data_ptr<float>();
