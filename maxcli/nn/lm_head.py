@@ -63,7 +63,7 @@ class TwoStageLMHead(nn.Module):
 
     def approximate(self, hidden: torch.Tensor) -> torch.Tensor:
         """Stage 1: float32 [N, V] approximate logits of float hidden [N, H]."""
-        if self._dense is not None and hidden.shape[0] >= (self.dense_min_rows or 0):
+        if self._dense is not None and hidden.shape[0] >= self.dense_min_rows:
             return F.linear(hidden.to(ACTIVATION_DTYPE), self._dense).float()  # compute-bound: bf16 GEMM
         if self.approx == "int8":
             return int8_matmul(hidden, *self._compact)

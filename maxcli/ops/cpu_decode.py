@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from maxcli.nn.attention_metadata import get_attention_metadata
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "decode_step.cpp"
@@ -158,17 +160,29 @@ class FusedDecodeStep:
         }
         self.weights = {k: ([p.codes for p in v], [p.scales for p in v]) for k, v in projections.items()}
         self.final_norm = model.norm.weight.float().contiguous()
+        self._bound: torch.Tensor | None = None  # layer 0's K cache when the lists below were taken
+        self._k_caches: list[torch.Tensor] = []
+        self._v_caches: list[torch.Tensor] = []
+        self._caches_ok = False
+
+    def _caches(self) -> bool:
+        """Refresh the per-layer cache lists after a (re)bind; whether they fit the op (float32, contiguous)."""
+        layers = self.model.layers
+        if layers[0].self_attn.attn.k_cache is not self._bound:
+            self._k_caches = [l.self_attn.attn.k_cache for l in layers]
+            self._v_caches = [l.self_attn.attn.v_cache for l in layers]
+            self._bound = self._k_caches[0]
+            self._caches_ok = all(
+                c is not None and c.dtype == torch.float32 and c.is_contiguous() for c in self._k_caches + self._v_caches
+            )
+        return self._caches_ok
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
-        from maxcli.nn.attention_metadata import get_attention_metadata
-
         meta = get_attention_metadata()
         if input_ids.shape[0] != 1 or meta.block_tables.shape[0] != 1 or input_ids.device.type != "cpu":
             return None
         slot = int(meta.slot_mapping[0])
-        caches = [(l.self_attn.attn.k_cache, l.self_attn.attn.v_cache) for l in self.model.layers]
-        k0 = caches[0][0]
-        if slot < 0 or k0.dtype != torch.float32 or not all(k.is_contiguous() and v.is_contiguous() for k, v in caches):
+        if slot < 0 or not self._caches():
             return None
         h = self.model.embed(input_ids).float().contiguous()
         cos_sin = self.rope.cos_sin_cache[int(positions[0])].float().contiguous()
@@ -176,7 +190,7 @@ class FusedDecodeStep:
         return torch.ops.maxcli_cpu.decode_step(
             h, self.input_norms, self.post_norms,
             *self.weights["qkv"], *self.weights["o"], *self.weights["gate_up"], *self.weights["down"],
-            [k for k, _ in caches], [v for _, v in caches],
+            self._k_caches, self._v_caches,
             self.final_norm, cos_sin, block_table,
             int(meta.max_seqlen_k), slot, self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.eps,
         )

@@ -156,9 +156,7 @@ def paged_attention(
     mask[:, :, 0] |= ~row_valid  # padded rows see one key so softmax stays finite; they are dropped below
     # GQA without copying K/V per query head: the G query heads of each KV head become G*Mq rows.
     G, Mq = H // Hk, max_seqlen_q
-    # float32 arithmetic, except over a bfloat16 cache: SDPA then runs in bf16 (float accumulation inside),
-    # skipping a float32 copy of every gathered key and value.
-    cdt = torch.bfloat16 if k_cache.dtype == torch.bfloat16 and not softcap else torch.float32
+    cdt = _attention_dtype(k_cache, softcap)
     qf = qp.to(cdt).view(B, Mq, Hk, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hk, G * Mq, D)
     kf = kp.to(cdt).permute(0, 2, 1, 3)  # [B, Hk, K, D]
     vf = vp.to(cdt).permute(0, 2, 1, 3)
@@ -200,6 +198,11 @@ def _decode_one(
     return torch.bmm(s, v.transpose(0, 1)).reshape(1, H, D).to(q.dtype)
 
 
+def _attention_dtype(k_cache: torch.Tensor, softcap: float | None) -> torch.dtype:
+    """float32 arithmetic, except over a bfloat16 cache without soft-capping: SDPA then runs in bf16 (float
+    accumulation inside), skipping a float32 copy of every gathered key and value."""
+    return torch.bfloat16 if k_cache.dtype == torch.bfloat16 and not softcap else torch.float32
+
 
 def _decode_batch(
     q: torch.Tensor,
@@ -219,7 +222,7 @@ def _decode_batch(
     nblk = max(1, math.ceil(max_seqlen_k / bs))
     bt = block_tables[:, :nblk].reshape(-1)
     K, G = nblk * bs, H // Hk
-    cdt = torch.bfloat16 if k_cache.dtype == torch.bfloat16 else torch.float32
+    cdt = _attention_dtype(k_cache, softcap=None)
     k = k_cache.index_select(0, bt).view(B, K, Hk, D).to(cdt).permute(0, 2, 1, 3)  # [B, Hk, K, D]
     v = v_cache.index_select(0, bt).view(B, K, Hk, D).to(cdt).permute(0, 2, 1, 3)
     k_pos = torch.arange(K, device=q.device)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from cli_errors import assert_one_line_error
 
 from tests.serve.conftest import ServerProcess, free_port
 
@@ -32,15 +33,6 @@ def maxcli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env.pop("MAXCLI_API_KEY", None)
     cmd = [sys.executable, "-m", "maxcli", "benchmark", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode != 0, r
-    err = r.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("error: "), err
-    for f in fragments:
-        assert f in err, err
 
 
 def check_result(res: dict, prompts: int, input_tokens: int, output_tokens: int) -> None:

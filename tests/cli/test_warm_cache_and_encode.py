@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from cli_errors import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,15 +20,6 @@ def maxcli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "maxcli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd + list(args), capture_output=True, text=True, input=stdin, timeout=300, env=env)
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode != 0, r
-    err = r.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("error: "), err
-    for f in fragments:
-        assert f in err, err
 
 
 def test_warm_cache_gguf_json(smollm2_gguf):

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from cli_errors import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 SEVEN = {
@@ -23,15 +23,6 @@ def maxcli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeou
         cmd + list(args), capture_output=True, text=True, input=stdin, cwd=cwd or REPO, timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-
-
-def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode != 0, r
-    err = r.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("error: "), err
-    for f in fragments:
-        assert f in err, err
 
 
 def test_help_lists_the_five_subcommands_and_version():

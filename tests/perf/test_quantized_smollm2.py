@@ -70,13 +70,19 @@ def load_model(gguf: GGUFFile, config: transformers.LlamaConfig, quantized: bool
     return model
 
 
+def bind_fresh_caches(model: LlamaForCausalLM, config: transformers.LlamaConfig, tokens: int) -> int:
+    """Zeroed float32 caches with room for `tokens` (pages 0..n-1 in order); returns the page count."""
+    layers, kv_heads, head_dim = kv_cache_shape(config)
+    pages = math.ceil(tokens / PAGE)
+    shape = (pages, PAGE, kv_heads, head_dim)
+    bind_kv_caches(model, [(torch.zeros(shape), torch.zeros(shape)) for _ in range(layers)])
+    return pages
+
+
 @torch.inference_mode()
 def prefill_hidden(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
     """All-position final hidden states [T, H] of one sequence in one paged prefill over contiguous pages."""
-    layers, kv_heads, head_dim = kv_cache_shape(config)
-    pages = math.ceil(len(ids) / PAGE)
-    shape = (pages, PAGE, kv_heads, head_dim)
-    bind_kv_caches(model, [(torch.zeros(shape), torch.zeros(shape)) for _ in range(layers)])
+    pages = bind_fresh_caches(model, config, len(ids))
     t = len(ids)
     meta = AttentionMetadata(
         slot_mapping=torch.arange(t, dtype=torch.int64),
@@ -204,10 +210,7 @@ def test_config_switch_enables_the_packed_path_only_when_set(smollm2_gguf: Path)
 @torch.inference_mode()
 def decode_logits(model: LlamaForCausalLM, config: transformers.LlamaConfig, ids: list[int]) -> torch.Tensor:
     """Logits [T, V] of one sequence fed one token per step (T decode steps of one sequence each)."""
-    layers, kv_heads, head_dim = kv_cache_shape(config)
-    pages = math.ceil(len(ids) / PAGE)
-    shape = (pages, PAGE, kv_heads, head_dim)
-    bind_kv_caches(model, [(torch.zeros(shape), torch.zeros(shape)) for _ in range(layers)])
+    pages = bind_fresh_caches(model, config, len(ids))
     table = torch.arange(pages, dtype=torch.int32)[None]
     rows = []
     for t in range(len(ids)):
@@ -269,7 +272,7 @@ def test_fused_decode_step_covers_only_its_contract(teacher_forced: dict, smollm
     fused = teacher_forced["packed_model"].model.decode_one
     if fused is not None:  # a bad slot or page is an error from the op, not a stray write
         model, ids = teacher_forced["packed_model"], teacher_forced["ids"][:4]
-        bind_kv_caches(model, [(torch.zeros(2, PAGE, 3, 64), torch.zeros(2, PAGE, 3, 64)) for _ in range(30)])
+        bind_fresh_caches(model, model.config, 2 * PAGE)  # two pages: slot 2 * PAGE and page 7 lie outside
         for slot, table in ((2 * PAGE, [0]), (0, [7])):
             meta = AttentionMetadata(
                 slot_mapping=torch.tensor([slot]), block_tables=torch.tensor([table], dtype=torch.int32),

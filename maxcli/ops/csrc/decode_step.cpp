@@ -30,17 +30,21 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// y = x / sqrt(mean(x^2) + eps) * w, float32 in, bf16 out (what the int4 kernel reads).
-at::Tensor rms_norm_bf16(const float* x, const float* w, int64_t n, double eps) {
+// y = x / sqrt(mean(x^2) + eps) * w from float32 x into y (float, or bf16: what the int4 kernel reads;
+// c10::BFloat16 rounds to nearest even, as Tensor.to(bfloat16) does).
+template <typename T>
+void rms_norm(const float* x, const float* w, int64_t n, double eps, T* y) {
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   const float r = 1.0f / std::sqrt(static_cast<float>(ss / n) + static_cast<float>(eps));
-  at::Tensor y = at::empty({1, n}, at::kFloat);
-  float* yp = y.data_ptr<float>();
-  for (int64_t i = 0; i < n; ++i) yp[i] = x[i] * r * w[i];
-  return y.to(at::kBFloat16);
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(x[i] * r * w[i]);
 }
 
+void to_bf16(const float* x, int64_t n, at::BFloat16* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<at::BFloat16>(x[i]);
+}
+
+// x_bf16 [1, K] @ W^T -> float32 [1, N], contiguous.
 at::Tensor int4_mm(const at::Tensor& x_bf16, const at::Tensor& packed, const at::Tensor& scales_zeros) {
   return at::_weight_int4pack_mm_for_cpu(x_bf16, packed, 32, scales_zeros).to(at::kFloat);
 }
@@ -93,20 +97,24 @@ at::Tensor decode_step(
     TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() && v_caches[l].sizes() == k_caches[0].sizes(),
                 "every layer's K and V cache must have the same shape");
 
+  // Buffers reused by every layer: the residual stream, the bf16 inputs of the four matmuls (the gated
+  // MLP's width is known after the first gate/up product), attention scores and output.
   at::Tensor residual = h.clone();
   float* res = residual.data_ptr<float>();
+  at::Tensor x_bf = at::empty({1, hidden}, at::kBFloat16);
+  at::Tensor attn_bf = at::empty({1, H * D}, at::kBFloat16);
+  at::Tensor act_bf;
+  std::vector<float> scores(seq_len), attn(H * D);
   at::Tensor layer_out;  // the previous layer's MLP output, added to the residual by the next norm
-  std::vector<float> scores(seq_len);
-  at::Tensor attn = at::empty({1, H * D}, at::kFloat);
-  float* ap = attn.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
 
   for (int64_t l = 0; l < layers; ++l) {
     if (layer_out.defined()) {
       const float* o = layer_out.data_ptr<float>();
       for (int64_t i = 0; i < hidden; ++i) res[i] += o[i];
     }
-    at::Tensor x = rms_norm_bf16(res, input_norms[l].data_ptr<float>(), hidden, eps);
-    at::Tensor qkv = int4_mm(x, qkv_w[l], qkv_sz[l]).contiguous();
+    rms_norm(res, input_norms[l].data_ptr<float>(), hidden, eps, x_bf.data_ptr<at::BFloat16>());
+    at::Tensor qkv = int4_mm(x_bf, qkv_w[l], qkv_sz[l]);
     float* q = qkv.data_ptr<float>();
     float* k = q + H * D;
     float* v = k + Hk * D;
@@ -129,16 +137,15 @@ at::Tensor decode_step(
       float mx = -INFINITY;
       for (int64_t p = 0; p < seq_len; ++p) {
         const float* kp = kcp + bt[p / bs] * page_stride + (p % bs) * row_stride + kvh * D;
-        const float s = dot(qh, kp, D) * static_cast<float>(scale);
-        scores[p] = s;
-        mx = std::max(mx, s);
+        scores[p] = dot(qh, kp, D) * sc;
+        mx = std::max(mx, scores[p]);
       }
       float sum = 0.f;
       for (int64_t p = 0; p < seq_len; ++p) {
         scores[p] = std::exp(scores[p] - mx);
         sum += scores[p];
       }
-      float* out = ap + hq * D;
+      float* out = attn.data() + hq * D;
       std::fill(out, out + D, 0.f);
       for (int64_t p = 0; p < seq_len; ++p) {
         const float* vp = vcp + bt[p / bs] * page_stride + (p % bs) * row_stride + kvh * D;
@@ -146,30 +153,25 @@ at::Tensor decode_step(
         for (int64_t d = 0; d < D; ++d) out[d] += wgt * vp[d];
       }
     }
-    at::Tensor o = int4_mm(attn.to(at::kBFloat16), o_w[l], o_sz[l]).contiguous();
+    to_bf16(attn.data(), H * D, attn_bf.data_ptr<at::BFloat16>());
+    at::Tensor o = int4_mm(attn_bf, o_w[l], o_sz[l]);
     const float* op = o.data_ptr<float>();
     for (int64_t i = 0; i < hidden; ++i) res[i] += op[i];
 
-    at::Tensor x2 = rms_norm_bf16(res, post_norms[l].data_ptr<float>(), hidden, eps);
-    at::Tensor gu = int4_mm(x2, gate_up_w[l], gate_up_sz[l]).contiguous();
+    rms_norm(res, post_norms[l].data_ptr<float>(), hidden, eps, x_bf.data_ptr<at::BFloat16>());
+    at::Tensor gu = int4_mm(x_bf, gate_up_w[l], gate_up_sz[l]);
     const int64_t F = gu.size(1) / 2;
+    if (!act_bf.defined()) act_bf = at::empty({1, F}, at::kBFloat16);
+    TORCH_CHECK(act_bf.size(1) == F, "every layer's MLP must have the same width");
     const float* g = gu.data_ptr<float>();
-    at::Tensor act = at::empty({1, F}, at::kFloat);
-    float* a = act.data_ptr<float>();
-    for (int64_t i = 0; i < F; ++i) a[i] = g[i] / (1.f + std::exp(-g[i])) * g[F + i];
-    layer_out = int4_mm(act.to(at::kBFloat16), down_w[l], down_sz[l]).contiguous();
+    at::BFloat16* a = act_bf.data_ptr<at::BFloat16>();
+    for (int64_t i = 0; i < F; ++i) a[i] = static_cast<at::BFloat16>(g[i] / (1.f + std::exp(-g[i])) * g[F + i]);
+    layer_out = int4_mm(act_bf, down_w[l], down_sz[l]);
   }
   const float* o = layer_out.data_ptr<float>();
   for (int64_t i = 0; i < hidden; ++i) res[i] += o[i];
   at::Tensor out = at::empty({1, hidden}, at::kFloat);
-  {
-    const float* w = final_norm.data_ptr<float>();
-    double ss = 0.0;
-    for (int64_t i = 0; i < hidden; ++i) ss += static_cast<double>(res[i]) * res[i];
-    const float r = 1.0f / std::sqrt(static_cast<float>(ss / hidden) + static_cast<float>(eps));
-    float* y = out.data_ptr<float>();
-    for (int64_t i = 0; i < hidden; ++i) y[i] = res[i] * r * w[i];
-  }
+  rms_norm(res, final_norm.data_ptr<float>(), hidden, eps, out.data_ptr<float>());
   return out;
 }
 

@@ -190,11 +190,13 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
 
 def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
     """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized), with bf16 copies for
-    many-row steps (prefill, large batches). The float LM head
-    stays (models read its weight directly); modules with a `packed_head` slot get the two-stage head
-    (maxcli.nn.lm_head: int8 approximation over the vocabulary, exact float32 for the top candidates)."""
+    many-row steps (prefill, large batches). The float LM head stays (models read its weight directly);
+    modules with a `packed_head` slot get the two-stage head (maxcli.nn.lm_head: int8 approximation over
+    the vocabulary, exact float32 for the top candidates), and eligible Llama-family modules the fused
+    single-sequence decode step (maxcli.ops.cpu_decode)."""
     from maxcli.nn.lm_head import TwoStageLMHead
     from maxcli.nn.quantized import DENSE_MIN_ROWS, quantize_linears
+    from maxcli.ops.cpu_decode import install
 
     ignored = tuple(getattr(module, "ignored_weights", ()))
     stacked = getattr(module, "stacked_params", ())
@@ -208,9 +210,7 @@ def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
         if source is not None:
             head.prepare(source.weight)  # at load, not on the first token; rebuilt if another weight comes
         module.packed_head = head
-    from maxcli.ops.cpu_decode import install
-
-    install(module)  # one C++ call per single-sequence decode step where the model fits its contract
+    install(module)
 
 
 def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
