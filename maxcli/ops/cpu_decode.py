@@ -74,7 +74,7 @@ def _compile(target: Path) -> None:
         cmd += ["-lc10", "-ltorch_cpu", "-ltorch"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE.name} failed: {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(f"compiling {SOURCE.name} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
         os.replace(out, target)  # atomic: concurrent loaders see the whole library or none
 
 
