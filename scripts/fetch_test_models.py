@@ -1,5 +1,6 @@
-"""Download the real test models (SmolLM2-135M Q4_1 GGUF, all-MiniLM-L6-v2) into $MAXCLI_TEST_MODELS
-(default <repo>/.cache/test-models). Safe to re-run: present models are skipped."""
+"""Download the real test models (SmolLM2-135M Q4_1 GGUF, all-MiniLM-L6-v2, Qwen2.5-Coder-0.5B-Instruct
+Q4_K_M GGUF) into $MAXCLI_TEST_MODELS (default <repo>/.cache/test-models). Safe to re-run: present models
+are skipped."""
 
 from __future__ import annotations
 
