@@ -1,4 +1,5 @@
-"""Shared fixtures: the real all-MiniLM-L6-v2 folder and its HF transformers reference."""
+"""Shared fixtures: the real all-MiniLM-L6-v2 pipeline and its HF transformers reference (the folder itself
+comes from the session fixture `minilm_dir` in tests/conftest.py, which fetches it when absent)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-MINILM_DIR = Path(__file__).resolve().parents[2] / ".cache" / "test-models" / "all-MiniLM-L6-v2"
-
-
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    if not (MINILM_DIR / "model.safetensors").is_file():
-        pytest.skip(f"real test model missing: {MINILM_DIR}")
-    return MINILM_DIR
 
 
 @pytest.fixture(scope="session")

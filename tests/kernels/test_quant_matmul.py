@@ -19,7 +19,6 @@ from maxcli.kernels import quant_matmul as kernel  # noqa: E402  (after the skip
 
 QTYPES = sorted(kernel.KERNEL_QTYPES, key=int)
 REQUIRED = {Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K}
-SMOLLM2 = "/work/main/.cache/test-models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _dequantized(raw: np.ndarray, qtype: GGMLQuantizationType) -> torch.Tensor:
@@ -65,10 +64,8 @@ def test_gguf_matmul_16bit_activations(dtype, device):
         torch.testing.assert_close(got.float(), want.float(), atol=scale * 2e-2, rtol=2e-2)
 
 
-def test_real_smollm2_q4_1_and_q8_0_rows(device):
-    if not Path(SMOLLM2).exists():
-        pytest.skip(f"{SMOLLM2} is not unpacked")
-    reader = GGUFReader(SMOLLM2)
+def test_real_smollm2_q4_1_and_q8_0_rows(device, smollm2_gguf: Path):
+    reader = GGUFReader(smollm2_gguf)
     tensors = {t.name: t for t in reader.tensors}
     for name, rows in (("blk.0.ffn_down.weight", 40), ("token_embd.weight", 24)):
         t = tensors[name]
