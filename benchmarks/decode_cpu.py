@@ -26,22 +26,16 @@ from typing import Any
 
 import torch
 
+from bench_prompts import PROMPT, batch_prompts  # noqa: F401  (batch_prompts: used by compare.py)
 from maxcli.engine.llm import LLM
 from maxcli.interfaces import SamplingParams
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / ".cache/test-models/SmolLM2-135M-Instruct.Q4_1.gguf"
-PROMPT = "Write a short story about a lighthouse keeper and a storm at sea."
-BATCH_WORDS = "river mountain city engine garden window paper music silver morning ocean forest light".split()
 
 # What `maxcli generate` imports before its first token (the CLI module itself imports lazily).
 GENERATE_PATH_IMPORTS = "maxcli.engine.llm, maxcli.pipelines, transformers.models.llama.configuration_llama"
 
 DecodeRun = Callable[[], float]  # one timed single-stream run -> decode tok/s
-
-
-def batch_prompts(batch: int) -> list[str]:
-    """`batch` distinct prompts of ~100 tokens each (the word list rotated, repeated 8 times)."""
-    return [" ".join((BATCH_WORDS[i % len(BATCH_WORDS) :] + BATCH_WORDS[: i % len(BATCH_WORDS)]) * 8) for i in range(batch)]
 
 
 def maxcli_runner(model: Path, quantized: bool, new_tokens: int, batch: int) -> tuple[DecodeRun, DecodeRun | None]:
