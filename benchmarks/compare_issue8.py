@@ -1,6 +1,6 @@
-"""Issue 8 in one run: every CPU target measured side by side in this script, on the same GGUF file.
+"""Issue 8 in one run (kept as it was; issue 18's harness is compare.py): every CPU target of issue 8 side by side.
 
-    python benchmarks/compare.py [--model FILE.gguf] [--threads 2] [--rounds 3] [--batch 64] [--json-out F]
+    python benchmarks/compare_issue8.py [--model FILE.gguf] [--threads 2] [--rounds 3] [--batch 64] [--json-out F]
 
 1. Cold start: process start to first token of `maxcli generate` (fresh subprocesses after one untimed
    warm-up, exact and packed), peak RSS against weights (float32) + KV cache + 600 MB (cold_start.py).
