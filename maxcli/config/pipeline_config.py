@@ -63,10 +63,10 @@ class PipelineConfig(BaseModel):
     huggingface_weight_revision: str = Field("main", description="Branch, tag or commit of the weights repo.")
     rope_type: Optional[RopeType] = Field(None, description="Force a RoPE type (GGUF weights only need this rarely).")
     cpu_quantized_matmul: bool = Field(
-        False,
-        description="CPU, GGUF Q4_0/Q4_1/Q4_K/Q8_0 weights: keep them packed and multiply with int4/int8 kernels "
-        "on bfloat16 activations, with a bfloat16 copy for prefill and large batches (several times faster, "
-        "approximate); off: exact float32 dequantized weights.",
+        True,
+        description="GGUF weights on a CPU: keep them in their quantized blocks and multiply with maxcli's C++ "
+        "kernels on int8-quantized activations, as llama.cpp does (fast, approximate). "
+        "--no-cpu-quantized-matmul: the float32 dequantized reference path.",
     )
     engine: PipelineEngine = Field(
         PipelineEngine.MAX, description="Engine: max (native) or huggingface (transformers fallback for any model)."

@@ -47,6 +47,10 @@ class Embedding(nn.Module):
         out = F.embedding(local, self.weight) * mine.unsqueeze(-1).to(self.weight.dtype)
         return self.tp.all_reduce(out)
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, embedding_dim] -> float32 logits [N, num_embeddings] against this table (an LM head)."""
+        return self.gather_logits(F.linear(hidden, self.weight)).float()
+
     def gather_logits(self, local_logits: torch.Tensor) -> torch.Tensor:
         """Logits against this rank's rows [N, rows] -> the full vocabulary [N, num_embeddings]."""
         if not self.tp.is_parallel:

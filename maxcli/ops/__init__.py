@@ -158,6 +158,48 @@ def paged_attention(
     )
 
 
+def _cpu_kernel(x: torch.Tensor, qtypes: list[GGMLQuantizationType]) -> bool:
+    """The C++ block kernels run CPU tensors of the types they cover, unless MAXCLI_OPS=torch."""
+    if x.device.type != "cpu" or _requested() == "torch":
+        return False
+    from maxcli.ops import gguf_cpu
+
+    return all(q in gguf_cpu.KERNEL_QTYPES for q in qtypes) and gguf_cpu.available()
+
+
+def gguf_linear(
+    x: torch.Tensor,
+    raws: list[torch.Tensor],
+    qtypes: list[GGMLQuantizationType | int | str],
+    rows: list[int],
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y [..., sum(rows)] float32 = x [..., K] @ [W_0; W_1; ...].T (+ bias): a fused projection whose parts
+    (q, k, v or gate, up) are raw GGUF blocks of their own types, uint8 [rows_i, bytes_per_row_i].
+
+    CPU: the C++ block kernels (int8-quantized activations, maxcli.ops.gguf_cpu). Elsewhere, or for types
+    without a kernel: gguf_matmul per part."""
+    qts = [parse_qtype(q) for q in qtypes]
+    if _cpu_kernel(x, qts):
+        from maxcli.ops import gguf_cpu
+
+        return gguf_cpu.linear(x, raws, qts, rows, bias)
+    k = x.shape[-1]
+    parts = [gguf_matmul(x.float(), raw, qt, n, k) for raw, qt, n in zip(raws, qts, rows)]
+    y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    return y if bias is None else y + bias
+
+
+def gguf_dequantize(raw: torch.Tensor, qtype: GGMLQuantizationType | int | str, in_features: int) -> torch.Tensor:
+    """float32 [rows, in_features] from raw GGUF rows uint8 [rows, bytes_per_row] (exact)."""
+    qt = parse_qtype(qtype)
+    if _cpu_kernel(raw, [qt]):
+        from maxcli.ops import gguf_cpu
+
+        return gguf_cpu.dequantize(raw.contiguous(), qt, in_features)
+    return quant_matmul.dequantize_rows(raw, qt).reshape(raw.shape[0], in_features)
+
+
 def gguf_matmul(
     x: torch.Tensor,
     raw: torch.Tensor,
@@ -165,7 +207,8 @@ def gguf_matmul(
     out_features: int,
     in_features: int,
 ) -> torch.Tensor:
-    """y = x @ W.T with W [out_features, in_features] as raw GGUF blocks (uint8 [out, bytes_per_row])."""
+    """y = x @ W.T with W [out_features, in_features] as raw GGUF blocks (uint8 [out, bytes_per_row]);
+    exact float32 math (dequantized tiles) on every backend."""
     qt = parse_qtype(qtype)
     if use_triton(x):
         kernel = _kernels("quant_matmul")
@@ -178,6 +221,8 @@ __all__ = [
     "BackendUnavailableError",
     "force_backend",
     "gelu_tanh_and_mul",
+    "gguf_dequantize",
+    "gguf_linear",
     "gguf_matmul",
     "layer_norm",
     "paged_attention",

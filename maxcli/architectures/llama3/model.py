@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from maxcli import ops
@@ -198,15 +197,7 @@ class LlamaModel(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
 
-    # Optional fused path for one sequence and one new token (maxcli.ops.cpu_decode, installed on the
-    # packed CPU path); it returns None for any step it does not cover.
-    decode_one: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
-
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if self.decode_one is not None and input_ids.shape[0] == 1:
-            fused = self.decode_one(input_ids, positions)
-            if fused is not None:
-                return fused
         # Table rows are resolved once per step, not per layer.
         ropes = {key: (rope, rope.table_positions(positions)) for key, rope in self.rotary_embs.items()}
         h, residual = self.embed(input_ids), None
@@ -235,7 +226,6 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = (
             None if self.tie_word_embeddings else ParallelLMHead(config.vocab_size, config.hidden_size, dtype=dtype)
         )
-        self.packed_head: nn.Module | None = None  # maxcli.nn.lm_head.TwoStageLMHead on the packed CPU path
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Packed hidden states [T, hidden] after the final norm."""
@@ -244,9 +234,7 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden] -> logits [N, vocab] float32."""
         head = self.model.embed_tokens if self.lm_head is None else self.lm_head
-        if self.packed_head is not None:
-            return head.gather_logits(self.packed_head(hidden, head.weight))
-        return head.gather_logits(F.linear(hidden, head.weight)).float()
+        return head.logits(hidden)
 
     def load_weights(self, weights: Mapping[str, torch.Tensor | TensorSource]) -> None:
         """HF-named tensors or lazy WeightData; tied models ignore a stored lm_head copy."""

@@ -175,7 +175,7 @@ at::Tensor decode_step(
   return out;
 }
 
-TORCH_LIBRARY(maxcli_cpu, m) {
+TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
   m.def(
       "decode_step(Tensor h, Tensor[] input_norms, Tensor[] post_norms, Tensor[] qkv_w, Tensor[] qkv_sz, "
       "Tensor[] o_w, Tensor[] o_sz, Tensor[] gate_up_w, Tensor[] gate_up_sz, Tensor[] down_w, "

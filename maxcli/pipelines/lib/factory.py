@@ -165,7 +165,6 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     tp = current_group()
     if tp.is_parallel:  # this rank's KV heads
         n_kv_heads = tp.heads(hf_config.num_attention_heads, n_kv_heads)[3]
-    packed = config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf and not tp.is_parallel
     params = KVCacheParams(
         dtype=getattr(torch, config.cache_dtype),
         num_layers=num_layers,
@@ -178,9 +177,8 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     if tp.is_parallel:  # every rank addresses the same pages: the smallest budget wins
         pages = int(tp.all_gather_last(torch.tensor([pages], device=tp.device)).min())
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
-    model = model_cls(config, hf_config, state, kv, device, dtype)
-    if packed:
-        quantize_module_linears(model.module, state)
+    swap = gguf_layer_swap(config, resolved, device, tp.is_parallel)
+    model = model_cls(config, hf_config, state, kv, device, dtype, **({"module_swap": swap} if swap else {}))
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,
@@ -188,29 +186,24 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     return TextGenerationPipeline(config, model, kv, max_seq_len)
 
 
-def quantize_module_linears(module: Any, state: dict[str, Any]) -> None:
-    """Keep the module's GGUF-quantized projections packed (maxcli.nn.quantized), with bf16 copies for
-    many-row steps (prefill, large batches). The float LM head stays (models read its weight directly);
-    modules with a `packed_head` slot get the two-stage head (maxcli.nn.lm_head: int8 approximation over
-    the vocabulary, exact float32 for the top candidates), and eligible Llama-family modules the fused
-    single-sequence decode step (maxcli.ops.cpu_decode)."""
-    from maxcli.nn.lm_head import TwoStageLMHead
-    from maxcli.nn.quantized import DENSE_MIN_ROWS, quantize_linears
-    from maxcli.ops.cpu_decode import install
+def gguf_layer_swap(config: PipelineConfig, resolved: ResolvedModel, device: Any, tensor_parallel: bool) -> Any:
+    """The module swap that keeps GGUF weights in their blocks (maxcli.nn.gguf_linear), or None: not GGUF,
+    not a CPU, tensor parallel, --no-cpu-quantized-matmul, or no C++ kernels on this machine (then the
+    float32 dequantized path runs, after one warning from maxcli.ops.cpu_ext)."""
+    if not (config.cpu_quantized_matmul and device.type == "cpu" and resolved.encoding.is_gguf) or tensor_parallel:
+        return None
+    from maxcli.ops import gguf_cpu
 
-    ignored = tuple(getattr(module, "ignored_weights", ()))
-    stacked = getattr(module, "stacked_params", ())
-    swapped = quantize_linears(module, state, stacked, ignored, skip=("lm_head",), keep_dense=True)
-    logger.info("cpu_quantized_matmul: %d linear layers kept packed", len(swapped))
-    if hasattr(module, "packed_head"):
-        head = TwoStageLMHead(dense_min_rows=DENSE_MIN_ROWS)
-        lm_head = getattr(module, "lm_head", None)
-        embed = getattr(getattr(module, "model", None), "embed_tokens", None)
-        source = lm_head if lm_head is not None else embed
-        if source is not None:
-            head.prepare(source.weight)  # at load, not on the first token; rebuilt if another weight comes
-        module.packed_head = head
-    install(module)
+    if not gguf_cpu.available():
+        return None
+    from maxcli.nn.gguf_linear import swap_gguf_layers
+
+    def swap(module: Any, weights: Any) -> Any:
+        kept = swap_gguf_layers(module, weights, getattr(module, "stacked_params", ()), getattr(module, "ignored_weights", ()))
+        logger.info("GGUF blocks kept for %d of %d tensors", len(weights) - len(kept), len(weights))
+        return kept
+
+    return swap
 
 
 def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokenizer: Any) -> Any:
@@ -241,8 +234,6 @@ def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
     if config.tensor_parallel_size > 1:
         from maxcli.distributed.launch import start_tensor_parallel
 
-        if config.cpu_quantized_matmul:
-            raise ConfigError("--cpu-quantized-matmul is not supported with --tensor-parallel-size > 1")
         _check_tensor_parallel_arch(config)
         return start_tensor_parallel(config)
     return PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.TEXT_GENERATION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -83,13 +83,18 @@ class TorchTextGenerationModel(PipelineModel):
         kv_manager: Any,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        module_swap: Callable[[torch.nn.Module, Mapping[str, Any]], Mapping[str, Any]] | None = None,
     ) -> None:
+        """`module_swap(module, weights) -> weights still to load` runs between building the module and
+        loading its weights: the loader's hook for faster implementations of its layers."""
         super().__init__(pipeline_config, huggingface_config)
         self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
         self.tp = current_group()  # this rank's tensor-parallel group (size 1 without TP)
         self.tp_runtime: Any = None  # rank 0 of a TP group: its workers (maxcli.distributed.launch)
         with torch.device(device):
             module = self.module_class(huggingface_config, dtype)
+        if module_swap is not None:
+            weights = module_swap(module, weights)
         module.load_weights(weights)
         self.module = module.eval()
         if kv_manager is not None:
