@@ -5,7 +5,8 @@
 transformers dequantizes the GGUF (`AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)`), then
 `save_pretrained` (with the GGUF quantizer detached: the weights are already plain tensors) writes config, generation config and bf16 safetensors, and the tokenizer converted from
 the same file is saved beside them. Idempotent: a folder that already holds a config, weights and a
-tokenizer is kept unless --force. Default: SmolLM2-135M-Instruct Q4_1 -> .cache/bench/smollm2-hf-bf16.
+tokenizer is kept unless --force. Default: SmolLM2-135M-Instruct Q4_1 -> .cache/bench/smollm2-hf-bf16
+(another file: .cache/bench/STEM-hf-bf16).
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ def is_complete(out: Path) -> bool:
     return all((out / name).is_file() for name in NEEDED)
 
 
-def ensure(model: Path = DEFAULT_MODEL, out: Path = DEFAULT_OUT, force: bool = False) -> Path:
-    """The folder `out`, written from `model` unless it is already complete."""
+def default_out(model: Path) -> Path:
+    return DEFAULT_OUT if model.resolve() == DEFAULT_MODEL.resolve() else DEFAULT_OUT.with_name(f"{model.stem}-hf-bf16")
+
+
+def ensure(model: Path = DEFAULT_MODEL, out: Path | None = None, force: bool = False) -> Path:
+    """The folder `out` (default: default_out(model)), written from `model` unless it is already complete."""
+    out = out or default_out(model)
     if is_complete(out) and not force:
         return out
     import torch
@@ -52,7 +58,7 @@ def ensure(model: Path = DEFAULT_MODEL, out: Path = DEFAULT_OUT, force: bool = F
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, help=f"default: {DEFAULT_OUT} for SmolLM2, else .cache/bench/STEM-hf-bf16")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     print(ensure(args.model, args.out, args.force))
