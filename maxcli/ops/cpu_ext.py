@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = (CSRC / "gguf_matmul.cpp", CSRC / "decode_step.cpp")
+HEADERS = (CSRC / "gguf_blocks.h",)
 CXXFLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
 _state: dict[str, object] = {}
 
@@ -45,7 +46,7 @@ def _cpu_flags() -> str:
 
 def library_path() -> Path:
     digest = hashlib.sha256()
-    for src in SOURCES:
+    for src in SOURCES + HEADERS:
         digest.update(src.read_bytes())
     for part in (" ".join(CXXFLAGS), torch.__version__, _cpu_flags(), platform.machine()):
         digest.update(part.encode())

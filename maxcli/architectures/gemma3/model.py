@@ -45,6 +45,8 @@ class Gemma3Attention(LlamaAttention):
 
 
 class Gemma3DecoderLayer(nn.Module):
+    decode_layout = "sandwich"  # h += post_norm(attn(norm(h))); h += post_norm(mlp(pre_norm(h)))
+
     def __init__(self, config: PretrainedConfig, layer_idx: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.self_attn = Gemma3Attention(config, layer_idx, dtype)

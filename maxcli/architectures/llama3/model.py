@@ -77,6 +77,8 @@ def activation_of(name: str) -> ActAndMul:
 
 
 class LlamaMLP(nn.Module):
+    decode_layout = "gated"  # down(act(gate) * up) over one fused gate/up projection (maxcli.nn.fused_decode)
+
     def __init__(self, config: PretrainedConfig, dtype: torch.dtype) -> None:
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
@@ -95,6 +97,7 @@ class LlamaAttention(nn.Module):
 
     Under tensor parallelism num_heads / num_kv_heads are this rank's heads (see QKVLinear)."""
 
+    decode_layout = "gqa"  # fused qkv, optional per-head q/k norms, rope, paged attention, o_proj
     qkv_bias: bool | None = None  # None: config.attention_bias
     o_bias: bool | None = None
 
@@ -139,6 +142,7 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
+    decode_layout = "pre_norm"  # h += attn(norm(h)); h += mlp(norm(h))
     attention_cls: type[LlamaAttention] = LlamaAttention
 
     def __init__(self, config: PretrainedConfig, layer_idx: int, dtype: torch.dtype) -> None:
@@ -176,6 +180,7 @@ def rope_key(config: PretrainedConfig, layer_idx: int) -> str:
 
 
 class LlamaModel(nn.Module):
+    decode_layout = "decoder"  # embed -> layers -> final norm
     decoder_layer_cls: type[nn.Module] = LlamaDecoderLayer
     norm_offset = 0.0  # 1.0 for Gemma's (1 + w) norms
 

@@ -1,26 +1,27 @@
-// One single-sequence decode step of a Llama-family model on the packed CPU path, all layers in one call.
+// One single-sequence decode step of a decoder-only model on GGUF blocks, every layer in one call.
 //
-// The Python path runs ~45 eager torch ops per layer; for a 135M model the matmuls take ~2.5 ms of a
-// ~10 ms token and the rest is per-op dispatch. This op keeps the same arithmetic (float32 residual
-// stream and norms, bf16 activations into torch's int4 kernel, float32 attention over the float32 paged
-// cache) and runs the small parts as plain loops, so a token costs the matmuls plus a few microseconds
-// per layer. Contract (checked by maxcli.ops.cpu_decode, which falls back to the Python path otherwise):
-// RMSNorm without offset, neox rope over the full head dim, no biases, no q/k norms, no sliding window
-// or soft-capping, SiLU-gated MLP, int4-packed projections, float32 contiguous caches
-// [num_blocks, page_size, Hk, D].
+// The Python path runs ~40 eager torch ops per layer; for a 135M-0.5B model most of a token's time is
+// their dispatch, not the matmuls. This op runs the same arithmetic with plain loops between the block
+// matmuls (maxcli_gguf::gguf_linear): float32 residual stream, norms and attention over the float32 paged
+// cache. The layer shapes it covers (checked by maxcli.nn.fused_decode, which keeps the Python path for
+// anything else): RMSNorms (optional +1 offset), optional per-head q/k RMSNorms, "pre-norm" layers
+// (Llama, Mistral, Qwen 2/3, Phi-3) or "sandwich" layers (Gemma 3: post-attention and pre/post-MLP norms),
+// rope over the first R dims (neox or interleaved pairs), optional sliding window and soft-capping per
+// layer, SiLU- or tanh-GELU-gated MLP, optional biases on any projection.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <vector>
 
+#include "gguf_blocks.h"
+
 namespace {
 
-// a . b with 16 independent partial sums: the lanes map onto one vector register, so the loop vectorizes
-// (a single float accumulator is a serial dependency chain the compiler may not reorder).
 inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0.f};
+  float acc[16] = {0.f};  // 16 independent partial sums: one vector register, so the loop vectorizes
   int64_t d = 0;
   for (; d + 16 <= n; d += 16)
     for (int j = 0; j < 16; ++j) acc[j] += a[d + j] * b[d + j];
@@ -30,157 +31,186 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// y = x / sqrt(mean(x^2) + eps) * w from float32 x into y (float, or bf16: what the int4 kernel reads;
-// c10::BFloat16 rounds to nearest even, as Tensor.to(bfloat16) does).
-template <typename T>
-void rms_norm(const float* x, const float* w, int64_t n, double eps, T* y) {
+// y = x / sqrt(mean(x^2) + eps) * (w + offset); y may alias x.
+inline void rms_norm(const float* x, const float* w, int64_t n, float eps, float offset, float* y) {
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float r = 1.0f / std::sqrt(static_cast<float>(ss / n) + static_cast<float>(eps));
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(x[i] * r * w[i]);
+  const float r = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * (w[i] + offset);
 }
 
-void to_bf16(const float* x, int64_t n, at::BFloat16* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<at::BFloat16>(x[i]);
-}
-
-// x_bf16 [1, K] @ W^T -> float32 [1, N], contiguous.
-at::Tensor int4_mm(const at::Tensor& x_bf16, const at::Tensor& packed, const at::Tensor& scales_zeros) {
-  return at::_weight_int4pack_mm_for_cpu(x_bf16, packed, 32, scales_zeros).to(at::kFloat);
-}
-
-// Neox rotation of `heads` vectors of dim d in place: pairs (i, i + d/2).
-void rope(float* x, int64_t heads, int64_t d, const float* cos, const float* sin) {
-  const int64_t half = d / 2;
+// Rotate the first 2 * half dims of `heads` vectors of dim d: neox pairs (i, i + half), else (2i, 2i + 1).
+inline void rope(float* x, int64_t heads, int64_t d, int64_t half, const float* cos, const float* sin, bool neox) {
   for (int64_t h = 0; h < heads; ++h) {
     float* v = x + h * d;
     for (int64_t i = 0; i < half; ++i) {
-      const float a = v[i], b = v[i + half];
-      v[i] = a * cos[i] - b * sin[i];
-      v[i + half] = b * cos[i] + a * sin[i];
+      float* a = neox ? v + i : v + 2 * i;
+      float* b = neox ? v + i + half : v + 2 * i + 1;
+      const float x1 = *a, x2 = *b;
+      *a = x1 * cos[i] - x2 * sin[i];
+      *b = x2 * cos[i] + x1 * sin[i];
     }
   }
 }
 
+inline float gelu_tanh(float x) {
+  return 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+// One projection: x [1, K] -> float32 [1, N] through its block parts (and bias).
+struct Projection {
+  std::vector<at::Tensor> raws;
+  std::vector<int64_t> qtypes, rows;
+  c10::optional<at::Tensor> bias;
+
+  at::Tensor operator()(const at::Tensor& x) const { return maxcli_gguf::gguf_linear(x, raws, qtypes, rows, bias); }
+};
+
+const float* data_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<float>() : nullptr; }
+
 }  // namespace
 
-// h: [1, hidden] float32 embedding of the token. Per layer i: the two norm weights, the four packed
-// projections (codes, scales_zeros), the layer's (k, v) caches. cos_sin: [D] row of the rope table for
-// this position. block_table: [max_blocks] int32 pages of the sequence. The token sits at position
-// seq_len - 1 and its K/V go to cache slot `slot`. Returns the final-normed hidden state [1, hidden].
-at::Tensor decode_step(
-    const at::Tensor& h,
-    at::TensorList input_norms, at::TensorList post_norms,
-    at::TensorList qkv_w, at::TensorList qkv_sz, at::TensorList o_w, at::TensorList o_sz,
-    at::TensorList gate_up_w, at::TensorList gate_up_sz, at::TensorList down_w, at::TensorList down_sz,
-    at::TensorList k_caches, at::TensorList v_caches,
-    const at::Tensor& final_norm, const at::Tensor& cos_sin, const at::Tensor& block_table,
-    int64_t seq_len, int64_t slot, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-    double scale, double eps) {
+// h [1, hidden]: the embedded token. Per layer l, in the lists: norms[6l .. 6l + 5] = input, post-attention,
+// pre-MLP, post-MLP, q, k norm weights (empty: absent); the projections qkv, o, gate_up, down take parts[4l ..]
+// consecutive entries of raws / qtypes / rows each, and biases[4l ..] (empty: none); k/v caches
+// [num_blocks, page, Hk, D]; cos_sin[l]: the layer's rope row (R values: cos then sin); windows[l] (0: full).
+// The token sits at position seq_len - 1 and its K/V go to cache slot `slot`. Returns the final-normed
+// hidden state [1, hidden].
+at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList raws, at::IntArrayRef qtypes,
+                       at::IntArrayRef rows, at::IntArrayRef parts, at::TensorList biases, at::TensorList k_caches,
+                       at::TensorList v_caches, const at::Tensor& final_norm, const at::Tensor& cos_sin,
+                       const at::Tensor& block_table, at::IntArrayRef windows, int64_t seq_len, int64_t slot,
+                       int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox, bool sandwich,
+                       int64_t act, double norm_offset, double scale, double softcap, double eps) {
   const int64_t hidden = h.size(1), H = num_heads, Hk = num_kv_heads, D = head_dim, G = H / Hk;
-  const int64_t layers = static_cast<int64_t>(input_norms.size());
-  TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous(), "h must be contiguous float32");
-  TORCH_CHECK(cos_sin.numel() == D, "cos_sin must hold one rope row of head_dim values");
+  const int64_t layers = static_cast<int64_t>(k_caches.size());
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.size(0) == 1, "h must be float32 [1, hidden]");
+  TORCH_CHECK(static_cast<int64_t>(norms.size()) == 6 * layers && static_cast<int64_t>(parts.size()) == 4 * layers &&
+                  static_cast<int64_t>(biases.size()) == 4 * layers && static_cast<int64_t>(v_caches.size()) == layers &&
+                  static_cast<int64_t>(windows.size()) == layers,
+              "6 norms, 4 projections, 4 biases, 2 caches and a window per layer");
+  TORCH_CHECK(raws.size() == qtypes.size() && raws.size() == rows.size(), "one type and row count per part");
+  TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous() && cos_sin.dim() == 2 &&
+                  cos_sin.size(0) == layers && cos_sin.size(1) <= D && cos_sin.size(1) % 2 == 0,
+              "cos_sin must be float32 [layers, R] with R <= head_dim");
   TORCH_CHECK(block_table.scalar_type() == at::kInt && block_table.is_contiguous(), "block_table must be int32");
-  for (const auto* list : {&post_norms, &qkv_w, &qkv_sz, &o_w, &o_sz, &gate_up_w, &gate_up_sz, &down_w, &down_sz,
-                           &k_caches, &v_caches})
-    TORCH_CHECK(static_cast<int64_t>(list->size()) == layers, "one tensor per layer in every list");
-  TORCH_CHECK(seq_len >= 1 && seq_len <= block_table.numel() * k_caches[0].size(1), "seq_len outside the block table");
-  const float* cs = cos_sin.data_ptr<float>();
-  const int32_t* bt = block_table.data_ptr<int32_t>();
-  // Every page this step touches must exist: a bad table is an error, never a stray read or write.
+  TORCH_CHECK(H % Hk == 0, "query heads must be a multiple of KV heads");
   const int64_t num_blocks = k_caches[0].size(0), page = k_caches[0].size(1);
+  TORCH_CHECK(seq_len >= 1 && seq_len <= block_table.numel() * page, "seq_len outside the block table");
   TORCH_CHECK(slot >= 0 && slot < num_blocks * page, "KV slot outside the cache");
+  const int32_t* bt = block_table.data_ptr<int32_t>();
   for (int64_t i = 0; i < (seq_len + page - 1) / page; ++i)
     TORCH_CHECK(bt[i] >= 0 && bt[i] < num_blocks, "block table names a page outside the cache");
-  for (size_t l = 0; l < k_caches.size(); ++l)
-    TORCH_CHECK(k_caches[l].sizes() == k_caches[0].sizes() && v_caches[l].sizes() == k_caches[0].sizes(),
-                "every layer's K and V cache must have the same shape");
+  for (int64_t l = 0; l < layers; ++l)
+    TORCH_CHECK(k_caches[l].scalar_type() == at::kFloat && v_caches[l].scalar_type() == at::kFloat &&
+                    k_caches[l].is_contiguous() && v_caches[l].is_contiguous() &&
+                    k_caches[l].sizes() == k_caches[0].sizes() && v_caches[l].sizes() == k_caches[0].sizes() &&
+                    k_caches[l].size(2) == Hk && k_caches[l].size(3) == D,
+                "every layer's K and V cache must be float32 contiguous [blocks, page, Hk, D]");
 
-  // Buffers reused by every layer: the residual stream, the bf16 inputs of the four matmuls (the gated
-  // MLP's width is known after the first gate/up product), attention scores and output.
+  // The projections, in layer order.
+  std::vector<Projection> proj(4 * layers);
+  int64_t next = 0;
+  for (int64_t p = 0; p < 4 * layers; ++p) {
+    TORCH_CHECK(parts[p] >= 1 && next + parts[p] <= static_cast<int64_t>(raws.size()), "part counts exceed the parts");
+    for (int64_t j = 0; j < parts[p]; ++j, ++next) {
+      proj[p].raws.push_back(raws[next]);
+      proj[p].qtypes.push_back(qtypes[next]);
+      proj[p].rows.push_back(rows[next]);
+    }
+    if (biases[p].numel()) proj[p].bias = biases[p];
+  }
+  const float off = static_cast<float>(norm_offset), ep = static_cast<float>(eps);
+  const float sc = static_cast<float>(scale), cap = static_cast<float>(softcap);
+  const int64_t half = cos_sin.size(1) / 2;
+
   at::Tensor residual = h.clone();
   float* res = residual.data_ptr<float>();
-  at::Tensor x_bf = at::empty({1, hidden}, at::kBFloat16);
-  at::Tensor attn_bf = at::empty({1, H * D}, at::kBFloat16);
-  at::Tensor act_bf;
-  std::vector<float> scores(seq_len), attn(H * D);
-  at::Tensor layer_out;  // the previous layer's MLP output, added to the residual by the next norm
-  const float sc = static_cast<float>(scale);
+  at::Tensor x = at::empty({1, hidden}, at::kFloat);
+  at::Tensor attn = at::empty({1, H * D}, at::kFloat);
+  float* xp = x.data_ptr<float>();
+  float* ap = attn.data_ptr<float>();
 
   for (int64_t l = 0; l < layers; ++l) {
-    if (layer_out.defined()) {
-      const float* o = layer_out.data_ptr<float>();
-      for (int64_t i = 0; i < hidden; ++i) res[i] += o[i];
-    }
-    rms_norm(res, input_norms[l].data_ptr<float>(), hidden, eps, x_bf.data_ptr<at::BFloat16>());
-    at::Tensor qkv = int4_mm(x_bf, qkv_w[l], qkv_sz[l]);
+    const at::Tensor* nw = &norms[6 * l];
+    rms_norm(res, nw[0].data_ptr<float>(), hidden, ep, off, xp);
+    at::Tensor qkv = proj[4 * l](x);
+    TORCH_CHECK(qkv.size(1) == (H + 2 * Hk) * D, "qkv projection width does not match the heads");
     float* q = qkv.data_ptr<float>();
     float* k = q + H * D;
     float* v = k + Hk * D;
-    rope(q, H, D, cs, cs + D / 2);
-    rope(k, Hk, D, cs, cs + D / 2);
+    if (nw[4].numel()) {
+      for (int64_t i = 0; i < H; ++i) rms_norm(q + i * D, nw[4].data_ptr<float>(), D, ep, off, q + i * D);
+      for (int64_t i = 0; i < Hk; ++i) rms_norm(k + i * D, nw[5].data_ptr<float>(), D, ep, off, k + i * D);
+    }
+    const float* cs = cos_sin.data_ptr<float>() + l * 2 * half;
+    rope(q, H, D, half, cs, cs + half, neox);
+    rope(k, Hk, D, half, cs, cs + half, neox);
 
     const at::Tensor& kc = k_caches[l];
     const at::Tensor& vc = v_caches[l];
-    const int64_t bs = kc.size(1), page_stride = kc.stride(0), row_stride = kc.stride(1);
+    const int64_t page_stride = kc.stride(0), row_stride = kc.stride(1);
     float* kcp = kc.data_ptr<float>();
     float* vcp = vc.data_ptr<float>();
-    {
-      const int64_t off = (slot / bs) * page_stride + (slot % bs) * row_stride;
-      std::copy(k, k + Hk * D, kcp + off);
-      std::copy(v, v + Hk * D, vcp + off);
-    }
-    for (int64_t hq = 0; hq < H; ++hq) {
-      const int64_t kvh = hq / G;
-      const float* qh = q + hq * D;
-      float mx = -INFINITY;
-      for (int64_t p = 0; p < seq_len; ++p) {
-        const float* kp = kcp + bt[p / bs] * page_stride + (p % bs) * row_stride + kvh * D;
-        scores[p] = dot(qh, kp, D) * sc;
-        mx = std::max(mx, scores[p]);
+    const int64_t where = (slot / page) * page_stride + (slot % page) * row_stride;
+    std::copy(k, k + Hk * D, kcp + where);
+    std::copy(v, v + Hk * D, vcp + where);
+    const int64_t first = windows[l] > 0 ? std::max<int64_t>(0, seq_len - windows[l]) : 0;
+    at::parallel_for(0, H, seq_len * D * H < (1 << 15) ? H : 1, [&](int64_t h0, int64_t h1) {
+      std::vector<float> scores(seq_len);
+      for (int64_t hq = h0; hq < h1; ++hq) {
+        const int64_t kvh = hq / G;
+        const float* qh = q + hq * D;
+        float mx = -INFINITY;
+        for (int64_t p = first; p < seq_len; ++p) {
+          const float* kp = kcp + bt[p / page] * page_stride + (p % page) * row_stride + kvh * D;
+          float s = dot(qh, kp, D) * sc;
+          if (cap > 0.f) s = std::tanh(s / cap) * cap;
+          scores[p] = s;
+          mx = std::max(mx, s);
+        }
+        float sum = 0.f;
+        for (int64_t p = first; p < seq_len; ++p) {
+          scores[p] = std::exp(scores[p] - mx);
+          sum += scores[p];
+        }
+        float* out = ap + hq * D;
+        std::fill(out, out + D, 0.f);
+        for (int64_t p = first; p < seq_len; ++p) {
+          const float* vp = vcp + bt[p / page] * page_stride + (p % page) * row_stride + kvh * D;
+          const float wgt = scores[p] / sum;
+          for (int64_t d = 0; d < D; ++d) out[d] += wgt * vp[d];
+        }
       }
-      float sum = 0.f;
-      for (int64_t p = 0; p < seq_len; ++p) {
-        scores[p] = std::exp(scores[p] - mx);
-        sum += scores[p];
-      }
-      float* out = attn.data() + hq * D;
-      std::fill(out, out + D, 0.f);
-      for (int64_t p = 0; p < seq_len; ++p) {
-        const float* vp = vcp + bt[p / bs] * page_stride + (p % bs) * row_stride + kvh * D;
-        const float wgt = scores[p] / sum;
-        for (int64_t d = 0; d < D; ++d) out[d] += wgt * vp[d];
-      }
-    }
-    to_bf16(attn.data(), H * D, attn_bf.data_ptr<at::BFloat16>());
-    at::Tensor o = int4_mm(attn_bf, o_w[l], o_sz[l]);
-    const float* op = o.data_ptr<float>();
+    });
+    at::Tensor o = proj[4 * l + 1](attn);
+    float* op = o.data_ptr<float>();
+    if (sandwich) rms_norm(op, nw[1].data_ptr<float>(), hidden, ep, off, op);
     for (int64_t i = 0; i < hidden; ++i) res[i] += op[i];
 
-    rms_norm(res, post_norms[l].data_ptr<float>(), hidden, eps, x_bf.data_ptr<at::BFloat16>());
-    at::Tensor gu = int4_mm(x_bf, gate_up_w[l], gate_up_sz[l]);
+    rms_norm(res, nw[sandwich ? 2 : 1].data_ptr<float>(), hidden, ep, off, xp);
+    at::Tensor gu = proj[4 * l + 2](x);
     const int64_t F = gu.size(1) / 2;
-    if (!act_bf.defined()) act_bf = at::empty({1, F}, at::kBFloat16);
-    TORCH_CHECK(act_bf.size(1) == F, "every layer's MLP must have the same width");
+    at::Tensor a = at::empty({1, F}, at::kFloat);
     const float* g = gu.data_ptr<float>();
-    at::BFloat16* a = act_bf.data_ptr<at::BFloat16>();
-    for (int64_t i = 0; i < F; ++i) a[i] = static_cast<at::BFloat16>(g[i] / (1.f + std::exp(-g[i])) * g[F + i]);
-    layer_out = int4_mm(act_bf, down_w[l], down_sz[l]);
+    float* ac = a.data_ptr<float>();
+    for (int64_t i = 0; i < F; ++i)
+      ac[i] = (act == 0 ? g[i] / (1.f + std::exp(-g[i])) : gelu_tanh(g[i])) * g[F + i];
+    at::Tensor d = proj[4 * l + 3](a);
+    float* dp = d.data_ptr<float>();
+    if (sandwich) rms_norm(dp, nw[3].data_ptr<float>(), hidden, ep, off, dp);
+    for (int64_t i = 0; i < hidden; ++i) res[i] += dp[i];
   }
-  const float* o = layer_out.data_ptr<float>();
-  for (int64_t i = 0; i < hidden; ++i) res[i] += o[i];
   at::Tensor out = at::empty({1, hidden}, at::kFloat);
-  rms_norm(res, final_norm.data_ptr<float>(), hidden, eps, out.data_ptr<float>());
+  rms_norm(res, final_norm.data_ptr<float>(), hidden, ep, off, out.data_ptr<float>());
   return out;
 }
 
 TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
   m.def(
-      "decode_step(Tensor h, Tensor[] input_norms, Tensor[] post_norms, Tensor[] qkv_w, Tensor[] qkv_sz, "
-      "Tensor[] o_w, Tensor[] o_sz, Tensor[] gate_up_w, Tensor[] gate_up_sz, Tensor[] down_w, "
-      "Tensor[] down_sz, Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, "
-      "Tensor block_table, int seq_len, int slot, int num_heads, int num_kv_heads, int head_dim, "
-      "float scale, float eps) -> Tensor",
+      "decode_step(Tensor h, Tensor[] norms, Tensor[] raws, int[] qtypes, int[] rows, int[] parts, Tensor[] biases, "
+      "Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, Tensor block_table, int[] windows, "
+      "int seq_len, int slot, int num_heads, int num_kv_heads, int head_dim, bool neox, bool sandwich, int act, "
+      "float norm_offset, float scale, float softcap, float eps) -> Tensor",
       &decode_step);
 }

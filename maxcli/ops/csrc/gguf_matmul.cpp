@@ -17,245 +17,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
+#include <type_traits>
 #include <vector>
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
-#include <immintrin.h>
-#define MAXCLI_VNNI 1
-#else
-#define MAXCLI_VNNI 0
-#endif
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
-
-namespace maxcli_gguf {
-
-// GGML type ids (ggml.h); the kernel's own table of block geometry.
-enum QType : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
-
-struct Geometry {
-  int block_values;  // values per block
-  int block_bytes;
-};
-
-inline bool geometry(int64_t qtype, Geometry* g) {
-  switch (qtype) {
-    case Q4_0: *g = {32, 18}; return true;
-    case Q4_1: *g = {32, 20}; return true;
-    case Q5_0: *g = {32, 22}; return true;
-    case Q5_1: *g = {32, 24}; return true;
-    case Q8_0: *g = {32, 34}; return true;
-    case Q2_K: *g = {256, 84}; return true;
-    case Q3_K: *g = {256, 110}; return true;
-    case Q4_K: *g = {256, 144}; return true;
-    case Q5_K: *g = {256, 176}; return true;
-    case Q6_K: *g = {256, 210}; return true;
-    default: return false;
-  }
-}
-
-inline float f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-#if defined(__F16C__)
-  return _cvtsh_ss(h);
-#else
-  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      uint32_t m = man;
-      do { ++e; m <<= 1; } while ((m & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((m & 0x3FF) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-#endif
-}
-
-// Per-chunk scales: w = s[h] * c + m[h] for the half h (values 16 h .. 16 h + 15) of the chunk.
-struct Scales {
-  float s0, s1, m0, m1;
-};
-
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block's 12 packed bytes.
-inline void k4_scale_min(const uint8_t* q, int j, int* sc, int* mn) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *mn = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
-// The signed 6-bit scale of group i (0..15) of a Q3_K block's 12 packed bytes.
-inline int k3_scale(const uint8_t* q, int i) {
-  const int lo = i < 8 ? (q[i] & 0x0F) : (q[i - 8] >> 4);
-  const int hi = (q[8 + i % 4] >> (2 * (i / 4))) & 3;
-  return (lo | (hi << 4)) - 32;
-}
-
-// Chunk `i` of the block at `b` (i = 0 for 32-value types; 0..7 for K types).
-template <int T>
-inline Scales chunk_scales(const uint8_t* b, int i) {
-  if constexpr (T == Q4_0) {
-    const float d = f16(b);
-    return {d, d, -8.f * d, -8.f * d};
-  } else if constexpr (T == Q4_1 || T == Q5_1) {
-    const float d = f16(b), m = f16(b + 2);
-    return {d, d, m, m};
-  } else if constexpr (T == Q5_0) {
-    const float d = f16(b);
-    return {d, d, -16.f * d, -16.f * d};
-  } else if constexpr (T == Q8_0) {
-    const float d = f16(b);
-    return {d, d, -128.f * d, -128.f * d};
-  } else if constexpr (T == Q2_K) {
-    const float d = f16(b + 80), dmin = f16(b + 82);
-    const uint8_t a = b[2 * i], c = b[2 * i + 1];
-    return {d * (a & 0x0F), d * (c & 0x0F), -dmin * (a >> 4), -dmin * (c >> 4)};
-  } else if constexpr (T == Q3_K) {
-    const float d = f16(b + 108);
-    const float s0 = d * k3_scale(b + 96, 2 * i), s1 = d * k3_scale(b + 96, 2 * i + 1);
-    return {s0, s1, -4.f * s0, -4.f * s1};
-  } else if constexpr (T == Q4_K || T == Q5_K) {
-    const float d = f16(b), dmin = f16(b + 2);
-    int sc, mn;
-    k4_scale_min(b + 4, i, &sc, &mn);
-    const float s = d * sc, m = -dmin * mn;
-    return {s, s, m, m};
-  } else {  // Q6_K
-    const float d = f16(b + 208);
-    const float s0 = d * static_cast<int8_t>(b[192 + 2 * i]), s1 = d * static_cast<int8_t>(b[192 + 2 * i + 1]);
-    return {s0, s1, -32.f * s0, -32.f * s1};
-  }
-}
-
-// The 32 unsigned codes of chunk i, scalar (reference for the SIMD decoder, and the portable path).
-template <int T>
-inline void chunk_codes(const uint8_t* b, int i, uint8_t* c) {
-  if constexpr (T == Q4_0 || T == Q4_1) {
-    const uint8_t* qs = b + (T == Q4_0 ? 2 : 4);
-    for (int j = 0; j < 16; ++j) {
-      c[j] = qs[j] & 0x0F;
-      c[j + 16] = qs[j] >> 4;
-    }
-  } else if constexpr (T == Q5_0 || T == Q5_1) {
-    const uint8_t* qh = b + (T == Q5_0 ? 2 : 4);
-    const uint8_t* qs = qh + 4;
-    uint32_t h;
-    std::memcpy(&h, qh, 4);
-    for (int j = 0; j < 16; ++j) {
-      c[j] = (qs[j] & 0x0F) | (((h >> j) & 1) << 4);
-      c[j + 16] = (qs[j] >> 4) | (((h >> (j + 16)) & 1) << 4);
-    }
-  } else if constexpr (T == Q8_0) {
-    for (int j = 0; j < 32; ++j) c[j] = static_cast<uint8_t>(b[2 + j] ^ 0x80);  // q + 128
-  } else if constexpr (T == Q2_K) {
-    const uint8_t* qs = b + 16 + (i / 4) * 32;
-    const int shift = 2 * (i % 4);
-    for (int j = 0; j < 32; ++j) c[j] = (qs[j] >> shift) & 3;
-  } else if constexpr (T == Q3_K) {
-    const uint8_t* qs = b + 32 + (i / 4) * 32;
-    const int shift = 2 * (i % 4);
-    for (int j = 0; j < 32; ++j) c[j] = ((qs[j] >> shift) & 3) | (((b[j] >> i) & 1) << 2);
-  } else if constexpr (T == Q4_K) {
-    const uint8_t* qs = b + 16 + (i / 2) * 32;
-    const int shift = 4 * (i % 2);
-    for (int j = 0; j < 32; ++j) c[j] = (qs[j] >> shift) & 0x0F;
-  } else if constexpr (T == Q5_K) {
-    const uint8_t* qs = b + 48 + (i / 2) * 32;
-    const int shift = 4 * (i % 2);
-    for (int j = 0; j < 32; ++j) c[j] = ((qs[j] >> shift) & 0x0F) | (((b[16 + j] >> i) & 1) << 4);
-  } else {  // Q6_K
-    const int g = i / 4, r = i % 4;
-    const uint8_t* ql = b + g * 64 + (r % 2) * 32;
-    const uint8_t* qh = b + 128 + g * 32;
-    const int lshift = 4 * (r / 2), hshift = 2 * r;
-    for (int j = 0; j < 32; ++j) c[j] = ((ql[j] >> lshift) & 0x0F) | (((qh[j] >> hshift) & 3) << 4);
-  }
-}
-
-#if MAXCLI_VNNI
-// The same codes in one register.
-template <int T>
-inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  if constexpr (T == Q4_0 || T == Q4_1) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + (T == Q4_0 ? 2 : 4)));
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
-    return _mm256_and_si256(both, low4);
-  } else if constexpr (T == Q5_0 || T == Q5_1) {
-    const uint8_t* qh = b + (T == Q5_0 ? 2 : 4);
-    uint32_t h;
-    std::memcpy(&h, qh, 4);
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 4));
-    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(static_cast<__mmask32>(h), 0x10));
-  } else if constexpr (T == Q8_0) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-    return _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
-  } else if constexpr (T == Q2_K) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + (i / 4) * 32));
-    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (i % 4))), _mm256_set1_epi8(3));
-  } else if constexpr (T == Q3_K) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + (i / 4) * 32));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (i % 4))), _mm256_set1_epi8(3));
-    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-    const __mmask32 hi = _mm256_test_epi8_mask(hm, _mm256_set1_epi8(static_cast<char>(1 << i)));
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(hi, 4));
-  } else if constexpr (T == Q4_K) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + (i / 2) * 32));
-    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (i % 2))), low4);
-  } else if constexpr (T == Q5_K) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + (i / 2) * 32));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (i % 2))), low4);
-    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-    const __mmask32 hi = _mm256_test_epi8_mask(hm, _mm256_set1_epi8(static_cast<char>(1 << i)));
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(hi, 0x10));
-  } else {  // Q6_K
-    const int g = i / 4, r = i % 4;
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + g * 64 + (r % 2) * 32));
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + g * 32));
-    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(4 * (r / 2))), low4);
-    const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * r)), _mm256_set1_epi8(3));
-    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-  }
-}
-
-inline float hsum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-#endif
-
-template <int T>
-constexpr int chunks_per_block() {
-  return (T == Q2_K || T == Q3_K || T == Q4_K || T == Q5_K || T == Q6_K) ? 8 : 1;
-}
-
-template <int T>
-constexpr int block_bytes() {
-  return T == Q4_0 ? 18 : T == Q4_1 ? 20 : T == Q5_0 ? 22 : T == Q5_1 ? 24 : T == Q8_0 ? 34
-       : T == Q2_K ? 84 : T == Q3_K ? 110 : T == Q4_K ? 144 : T == Q5_K ? 176 : 210;
-}
-
-}  // namespace maxcli_gguf
+#include "gguf_blocks.h"
 
 namespace maxcli_gguf {
 
@@ -377,21 +142,45 @@ void matmul_rows(const uint8_t* w, int64_t row_bytes, const QuantizedRows& a, co
   }
 }
 
+// Rows r0 .. r1 - 1 of W as values of type O (float, or bf16 for the dense path), row stride k.
+template <int T, typename O>
+inline void dequantize_range(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, int64_t k, O* y) {
+  constexpr int CPB = chunks_per_block<T>(), BB = block_bytes<T>();
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = 0; c < k / 32; ++c) {
+      const uint8_t* b = w + r * row_bytes + (c / CPB) * BB;
+      const int i = static_cast<int>(c % CPB);
+      const Scales s = chunk_scales<T>(b, i);
+      O* out = y + (r - r0) * k + c * 32;
+#if MAXCLI_VNNI && defined(__AVX512BF16__)
+      if constexpr (std::is_same_v<O, at::BFloat16>) {
+        const __m256i codes = chunk_codes_simd<T>(b, i);
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(codes)));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(codes, 1)));
+        const __m512 vlo = _mm512_fmadd_ps(lo, _mm512_set1_ps(s.s0), _mm512_set1_ps(s.m0));
+        const __m512 vhi = _mm512_fmadd_ps(hi, _mm512_set1_ps(s.s1), _mm512_set1_ps(s.m1));
+        _mm512_storeu_si512(out, (__m512i)_mm512_cvtne2ps_pbh(vhi, vlo));
+        continue;
+      }
+#endif
+      uint8_t codes[32];
+      chunk_codes<T>(b, i, codes);
+      for (int j = 0; j < 16; ++j) out[j] = static_cast<O>(s.s0 * codes[j] + s.m0);
+      for (int j = 16; j < 32; ++j) out[j] = static_cast<O>(s.s1 * codes[j] + s.m1);
+    }
+}
+
 template <int T>
 void dequantize_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k, float* y) {
-  constexpr int CPB = chunks_per_block<T>(), BB = block_bytes<T>();
   at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-    uint8_t codes[32];
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = 0; c < k / 32; ++c) {
-        const uint8_t* b = w + r * row_bytes + (c / CPB) * BB;
-        const int i = static_cast<int>(c % CPB);
-        chunk_codes<T>(b, i, codes);
-        const Scales s = chunk_scales<T>(b, i);
-        float* out = y + r * k + c * 32;
-        for (int j = 0; j < 16; ++j) out[j] = s.s0 * codes[j] + s.m0;
-        for (int j = 16; j < 32; ++j) out[j] = s.s1 * codes[j] + s.m1;
-      }
+    dequantize_range<T, float>(w, row_bytes, r0, r1, k, y + r0 * k);
+  });
+}
+
+template <int T>
+void dequantize_bf16_t(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, int64_t k, at::BFloat16* y) {
+  at::parallel_for(r0, r1, 16, [&](int64_t a, int64_t b) {
+    dequantize_range<T, at::BFloat16>(w, row_bytes, a, b, k, y + (a - r0) * k);
   });
 }
 
@@ -436,6 +225,27 @@ void matmul_quantized(const QuantizedRows& a, const at::Tensor& raw, int64_t qty
   });
 }
 
+// From this many activation rows on, a part is multiplied densely: blocks of its rows are dequantized to
+// bf16 (transient scratch, DENSE_BLOCK rows at a time; never a whole copy of W) and fed to torch's bf16
+// GEMM (oneDNN, fp32 accumulation, bf16 result). Compute-bound there, where that GEMM runs ~5x faster
+// than integer tiles; activations go in as bf16 instead of int8.
+constexpr int64_t DENSE_MIN_ROWS = 16;
+constexpr int64_t DENSE_BLOCK = 1024;
+
+// y[:, col : col + n] = x W^T for one part.
+void matmul_dense(const at::Tensor& x_bf16, const at::Tensor& raw, int64_t qtype, int64_t n, at::Tensor& y, int64_t col) {
+  const int64_t k = x_bf16.size(1);
+  const int64_t row_bytes = check_weight(raw, qtype, n, k);
+  const uint8_t* w = raw.data_ptr<uint8_t>();
+  at::Tensor scratch = at::empty({std::min(DENSE_BLOCK, n), k}, at::kBFloat16);
+  at::BFloat16* buf = scratch.data_ptr<at::BFloat16>();
+  for (int64_t r0 = 0; r0 < n; r0 += DENSE_BLOCK) {
+    const int64_t r1 = std::min(r0 + DENSE_BLOCK, n);
+    MAXCLI_DISPATCH(qtype, dequantize_bf16_t, w, row_bytes, r0, r1, k, buf);
+    y.narrow(1, col + r0, r1 - r0).copy_(at::mm(x_bf16, scratch.narrow(0, 0, r1 - r0).t()));
+  }
+}
+
 // y [M, sum N_i] = x [W_0; W_1; ...]^T (+ bias): the parts of a fused projection (q, k, v or gate, up),
 // each of its own GGML type, side by side in the output columns; x is quantized once.
 at::Tensor gguf_linear(const at::Tensor& x, at::TensorList raws, at::IntArrayRef qtypes, at::IntArrayRef rows,
@@ -456,9 +266,18 @@ at::Tensor gguf_linear(const at::Tensor& x, at::TensorList raws, at::IntArrayRef
   }
   at::Tensor y = at::empty({x.size(0), n}, at::kFloat);
   if (x.size(0) == 0) return y;
+  int64_t col = 0;
+  if (x.size(0) >= DENSE_MIN_ROWS) {
+    const at::Tensor xb = xc.to(at::kBFloat16).contiguous();
+    for (size_t i = 0; i < raws.size(); ++i) {
+      matmul_dense(xb, raws[i], qtypes[i], rows[i], y, col);
+      col += rows[i];
+    }
+    if (b != nullptr) y.add_(bc);
+    return y;
+  }
   QuantizedRows a;
   quantize_rows(xc.data_ptr<float>(), x.size(0), x.size(1), &a);
-  int64_t col = 0;
   for (size_t i = 0; i < raws.size(); ++i) {
     matmul_quantized(a, raws[i], qtypes[i], rows[i], b ? b + col : nullptr, y.data_ptr<float>() + col, n);
     col += rows[i];

@@ -179,6 +179,10 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     swap = gguf_layer_swap(config, resolved, device, tp.is_parallel)
     model = model_cls(config, hf_config, state, kv, device, dtype, **({"module_swap": swap} if swap else {}))
+    if swap is not None and hasattr(model, "single_decode") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
+        from maxcli.nn.fused_decode import fused_decode_step
+
+        model.single_decode = fused_decode_step(model.module)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,

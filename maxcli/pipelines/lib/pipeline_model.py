@@ -91,6 +91,9 @@ class TorchTextGenerationModel(PipelineModel):
         self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
         self.tp = current_group()  # this rank's tensor-parallel group (size 1 without TP)
         self.tp_runtime: Any = None  # rank 0 of a TP group: its workers (maxcli.distributed.launch)
+        # Installed by the loader: (input_ids [1], positions [1]) -> final hidden [1, H], or None for a
+        # step it does not cover (maxcli.nn.fused_decode).
+        self.single_decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         with torch.device(device):
             module = self.module_class(huggingface_config, dtype)
         if module_swap is not None:
@@ -185,7 +188,11 @@ class TorchTextGenerationModel(PipelineModel):
         of a tensor-parallel group runs it with the same step."""
         input_ids, positions, meta, rows, return_n_logits = step
         with attention_metadata(meta):
-            hidden = self.module(input_ids, positions)
+            hidden = None
+            if self.single_decode is not None and input_ids.shape[0] == 1:
+                hidden = self.single_decode(input_ids, positions)
+            if hidden is None:
+                hidden = self.module(input_ids, positions)
         if return_n_logits == -1:
             all_logits = self.module.compute_logits(hidden)
             return ModelOutputs(logits=all_logits[rows], all_logits=all_logits)
