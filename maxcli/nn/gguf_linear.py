@@ -24,7 +24,7 @@ from torch import nn
 from maxcli import ops
 from maxcli.nn.embedding import Embedding
 from maxcli.nn.linear import Linear
-from maxcli.nn.weight_loading import StackedParam, checkpoint_targets
+from maxcli.nn.weight_loading import StackedParam, checkpoint_targets, materialize
 
 
 class GGUFLinear(nn.Module):
@@ -139,9 +139,9 @@ def _gguf_linear(
     if layer.bias is not None:
         bias_names = sources.get(f"{module_name}.bias", {})
         if None in bias_names:
-            bias = weights[bias_names[None]].to_tensor(torch.float32)
+            bias = materialize(bias_names[None], weights[bias_names[None]], torch.float32)
         elif shard_ids and set(bias_names) == set(shard_ids):
-            bias = torch.cat([weights[bias_names[s]].to_tensor(torch.float32) for s in shard_ids])
+            bias = torch.cat([materialize(bias_names[s], weights[bias_names[s]], torch.float32) for s in shard_ids])
         else:
             return None
     split = getattr(layer, "local_sizes", None) if shard_ids else None

@@ -1,0 +1,131 @@
+"""The GGUF-native swap (maxcli.nn.gguf_linear) and the fused decode step (maxcli.nn.fused_decode) on every
+native architecture's tiny random model: projections and embeddings quantized to GGUF blocks (a fused qkv
+mixing three types), then
+
+- the swapped module against the same module loaded with the dequantized blocks in float32 (the only
+  difference left is the kernels' activation rounding): prefill (dense path), short chunks (int8 path)
+  and decode steps through the paged cache;
+- the fused single-sequence decode step against the swapped module's Python path, token by token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize, quantize
+from torch import nn
+
+from maxcli.nn.fused_decode import fused_decode_step
+from maxcli.nn.gguf_linear import GGUFEmbedding, GGUFLinear, swap_gguf_layers
+from maxcli.ops import cpu_ext
+from maxcli.weights import WeightData
+from paged_harness import PagedRunner, Sequence
+from test_native_architectures import CASES, VOCAB, build_pair
+
+TYPES = {"q_proj": Q.Q8_0, "k_proj": Q.Q5_0, "v_proj": Q.Q4_1, "o_proj": Q.Q5_1, "qkv_proj": Q.Q8_0,
+         "gate_proj": Q.Q4_0, "up_proj": Q.Q8_0, "gate_up_proj": Q.Q5_0, "down_proj": Q.Q8_0, "embed_tokens": Q.Q8_0,
+         "lm_head": Q.Q8_0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension() -> None:
+    if cpu_ext.compiler() is None:
+        pytest.skip("no C++ compiler: the GGUF CPU kernels cannot be built")
+    assert cpu_ext.load(), cpu_ext.unavailable_reason()
+
+
+def gguf_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
+    """(lazy GGUF WeightData for every projection and embedding, the same values dequantized)."""
+    lazy, dequantized = {}, {}
+    for name, tensor in state.items():
+        kind = name.split(".")[-2]
+        if tensor.dim() != 2 or kind not in TYPES:
+            lazy[name] = dequantized[name] = tensor
+            continue
+        qtype = TYPES[kind]
+        raw = quantize(tensor.float().numpy(), qtype)
+        rows = torch.from_numpy(raw.reshape(tensor.shape[0], -1).copy())
+        lazy[name] = WeightData(name, tuple(tensor.shape), qtype, rows.numel(), lambda rows=rows: rows)
+        dequantized[name] = torch.from_numpy(dequantize(raw, qtype).reshape(tensor.shape).astype(np.float32))
+    return lazy, dequantized
+
+
+def swapped_pair(name: str) -> tuple[nn.Module, nn.Module, object]:
+    ours, hf, config = build_pair(CASES[name])
+    lazy, dequantized = gguf_state(hf.state_dict())
+    reference = CASES[name].ours(config)
+    reference.load_weights(dequantized)
+    swapped = CASES[name].ours(config)
+    rest = swap_gguf_layers(swapped, lazy, swapped.stacked_params, swapped.ignored_weights)
+    swapped.load_weights(rest)
+    return swapped.eval(), reference.eval(), config
+
+
+class FusedDecoding(nn.Module):
+    """The module with single-token steps routed through its fused decode step."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.step = module, fused_decode_step(module)
+        assert self.step is not None
+        self.calls = 0
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[0] == 1:
+            out = self.step(input_ids, positions)
+            assert out is not None
+            self.calls += 1
+            return out
+        return self.inner(input_ids, positions)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.inner.compute_logits(hidden)
+
+
+def assert_close_logits(got: torch.Tensor, want: torch.Tensor, rel: float, what: str) -> None:
+    scale = want.abs().max().item()
+    assert scale > 0.5
+    err = (got - want).abs().max().item()
+    assert err <= rel * scale, f"{what}: max error {err:.4g} vs logit scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_swapped_layers_track_the_dequantized_float_model(name: str) -> None:
+    swapped, reference, config = swapped_pair(name)
+    n_layers = config.num_hidden_layers
+    assert sum(isinstance(m, GGUFLinear) for m in swapped.modules()) == 4 * n_layers
+    assert isinstance(swapped.model.embed_tokens, GGUFEmbedding)
+    big = [n for n, p in swapped.named_parameters() if p.dim() == 2]
+    assert big == [], f"float matrices left after the swap: {big}"
+    cache_shape = swapped.kv_cache_shape(config)
+    runs = [PagedRunner(m, cache_shape) for m in (swapped, reference)]
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (20, 6)]  # dense, then int8 rows
+    seqs = [[Sequence(), Sequence()] for _ in runs]
+    for i, prompt in enumerate(prompts):
+        got, want = (r.step([s[i]], [prompt])[0] for r, s in zip(runs, seqs))
+        assert_close_logits(got, want, 0.05, f"prefill of {len(prompt)}")
+    for step in range(4):
+        new = [[int(t)] for t in torch.randint(3, VOCAB, (2,), generator=g)]
+        got, want = (r.step(s, new) for r, s in zip(runs, seqs))
+        for a, b in zip(got, want):
+            assert_close_logits(a, b, 0.05, f"decode step {step}")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fused_decode_step_matches_the_python_path(name: str) -> None:
+    swapped, _, config = swapped_pair(name)
+    fused = FusedDecoding(swapped)
+    cache_shape = swapped.kv_cache_shape(config)
+    python_run, fused_run = PagedRunner(swapped, cache_shape, seed=2), PagedRunner(fused, cache_shape, seed=2)
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(3, VOCAB, (7,), generator=g).tolist()
+    a, b = Sequence(), Sequence()
+    python_run.step([a], [prompt]), fused_run.step([b], [prompt])
+    for step in range(12):  # past the sliding windows and Phi-3's long-rope switch
+        tok = [[int(torch.randint(3, VOCAB, (1,), generator=g))]]
+        want, got = python_run.step([a], tok)[0], fused_run.step([b], tok)[0]
+        assert_close_logits(got, want, 2e-3, f"decode step {step}")
+    assert fused.calls == 12
