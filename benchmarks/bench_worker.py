@@ -41,7 +41,7 @@ class MaxcliEngine:
         self.info = {"llm_kwargs": kwargs,
                      "cpu_quantized_matmul": getattr(self.llm.config, "cpu_quantized_matmul", None),
                      "cache_dtype": getattr(self.llm.config, "cache_dtype", None)}
-        self.llm.generate("Hello", SamplingParams(temperature=0.0, max_new_tokens=4))  # warm-up
+        self.llm.generate("Hello, how are you today?", SamplingParams(temperature=0.0, max_new_tokens=16))  # warm-up
 
     def tokenize(self, text: str) -> dict[str, Any]:
         return {"ids": list(self.llm.tokenizer.delegate.encode(text, add_special_tokens=False))}
@@ -74,7 +74,7 @@ class LlamaCppEngine:
         self.kwargs = {"n_threads": t, "n_threads_batch": t, "n_ctx": spec.get("max_length", 1024), "n_batch": 512}
         self.llm = Llama(model_path=spec["model"], verbose=False, **self.kwargs)
         self.info = {"llama_kwargs": self.kwargs, "version": llama_cpp.__version__}
-        self.decode(self.llm.tokenize(b"Hello", add_bos=False, special=False), 4)  # warm-up
+        self.decode(self.llm.tokenize(b"Hello, how are you today?", add_bos=False, special=False), 16)  # warm-up
 
     def _greedy(self, ids: list[int], n: int) -> tuple[float, list[float], list[int]]:
         self.llm.reset()  # n_tokens = 0: no prefix reuse, the KV cache is rewritten from position 0
