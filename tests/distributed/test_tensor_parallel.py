@@ -86,7 +86,5 @@ def test_unsupported_combinations_are_config_errors(smollm2_gguf: Path, minilm_d
         from maxcli.pipelines.lib.factory import load_embeddings_pipeline
 
         load_embeddings_pipeline(PipelineConfig(model_path=str(minilm_dir), tensor_parallel_size=2))
-    with pytest.raises(ConfigError, match="cpu-quantized-matmul"):
-        LLM(model=str(smollm2_gguf), tensor_parallel_size=2, cpu_quantized_matmul=True)
     with pytest.raises(ConfigError, match="huggingface"):
         LLM(model=str(smollm2_gguf), tensor_parallel_size=2, engine="huggingface")

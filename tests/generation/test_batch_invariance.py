@@ -46,6 +46,7 @@ def solo_tokens(native_llm: LLM) -> list[list[int]]:
 def batch_run(gguf: Path, warm_prefix: bool = False, **config: object) -> tuple[list[list[int]], LLM]:
     """All PROMPTS in one generate() on a fresh LLM; warm_prefix first runs a prompt that leaves the
     shared prefix in the cache (prompts admitted in the same step cannot share pages not yet written)."""
+    config.setdefault("cpu_quantized_matmul", False)  # the float32 path is batch invariant; GGUF kernels are not
     llm = LLM(model=str(gguf), max_length=MAX_LENGTH, **config)
     if warm_prefix:
         llm.generate(SHARED + SHARED + "Say hello.", greedy(1))
