@@ -133,6 +133,40 @@ inline Scales chunk_scales(const uint8_t* b, int i) {
   }
 }
 
+// The scales of every chunk of a block at once (the block's fp16 fields decoded once, not per chunk).
+template <int T>
+inline void block_scales(const uint8_t* b, Scales* out) {
+  if constexpr (T == Q4_K || T == Q5_K) {
+    const float d = f16(b), dmin = f16(b + 2);
+    for (int j = 0; j < 8; ++j) {
+      int sc, mn;
+      k4_scale_min(b + 4, j, &sc, &mn);
+      const float s = d * sc, m = -dmin * mn;
+      out[j] = {s, s, m, m};
+    }
+  } else if constexpr (T == Q6_K) {
+    const float d = f16(b + 208);
+    for (int j = 0; j < 8; ++j) {
+      const float s0 = d * static_cast<int8_t>(b[192 + 2 * j]), s1 = d * static_cast<int8_t>(b[193 + 2 * j]);
+      out[j] = {s0, s1, -32.f * s0, -32.f * s1};
+    }
+  } else if constexpr (T == Q3_K) {
+    const float d = f16(b + 108);
+    for (int j = 0; j < 8; ++j) {
+      const float s0 = d * k3_scale(b + 96, 2 * j), s1 = d * k3_scale(b + 96, 2 * j + 1);
+      out[j] = {s0, s1, -4.f * s0, -4.f * s1};
+    }
+  } else if constexpr (T == Q2_K) {
+    const float d = f16(b + 80), dmin = f16(b + 82);
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t x = b[2 * j], y = b[2 * j + 1];
+      out[j] = {d * (x & 0x0F), d * (y & 0x0F), -dmin * (x >> 4), -dmin * (y >> 4)};
+    }
+  } else {
+    out[0] = chunk_scales<T>(b, 0);
+  }
+}
+
 // The 32 unsigned codes of chunk i, scalar (reference for the SIMD decoder, and the portable path).
 template <int T>
 inline void chunk_codes(const uint8_t* b, int i, uint8_t* c) {

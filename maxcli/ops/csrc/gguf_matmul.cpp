@@ -76,26 +76,47 @@ inline void dot_tile(const uint8_t* wrow, const QuantizedRows& a, int64_t m0, fl
   constexpr int CPB = chunks_per_block<T>(), BB = block_bytes<T>();
   const int64_t chunks = a.chunks, k = a.k;
 #if MAXCLI_VNNI
-  __m256 acc[MT];
-  for (int m = 0; m < MT; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < chunks; ++c) {
-    const uint8_t* b = wrow + (c / CPB) * BB;
-    const int i = static_cast<int>(c % CPB);
+  // Four independent accumulator chains per row (dot and offset terms, even and odd chunks): one chain
+  // would serialise on the FMA latency (two dependent FMAs per chunk), not on throughput.
+  __m256 dot0[MT], off0[MT], dot1[MT], off1[MT];
+  for (int m = 0; m < MT; ++m) dot0[m] = off0[m] = dot1[m] = off1[m] = _mm256_setzero_ps();
+  auto step = [&](const uint8_t* b, int i, const Scales& s, int64_t c, __m256* dot, __m256* off)
+                  __attribute__((always_inline)) {
     const __m256i codes = chunk_codes_simd<T>(b, i);
-    const Scales s = chunk_scales<T>(b, i);
-    const __m256 sv = _mm256_set_m128(_mm_set1_ps(s.s1), _mm_set1_ps(s.s0));
-    const __m256 mv = _mm256_set_m128(_mm_set1_ps(s.m1), _mm_set1_ps(s.m0));
+    // Types with one scale per 32 values broadcast it; Q2_K, Q3_K, Q6_K have one per 16.
+    constexpr bool per16 = T == Q2_K || T == Q3_K || T == Q6_K;
+    const __m256 sv = per16 ? _mm256_set_m128(_mm_set1_ps(s.s1), _mm_set1_ps(s.s0)) : _mm256_set1_ps(s.s0);
+    const __m256 mv = per16 ? _mm256_set_m128(_mm_set1_ps(s.m1), _mm_set1_ps(s.m0)) : _mm256_set1_ps(s.m0);
     for (int m = 0; m < MT; ++m) {
       const int64_t row = m0 + m;
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + c * 32));
       const __m256i dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, av);
       const float* lanes = a.lanes.data() + (row * chunks + c) * 16;
-      const __m256 scale = _mm256_mul_ps(sv, _mm256_loadu_ps(lanes));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), scale, acc[m]);
-      acc[m] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(lanes + 8), acc[m]);
+      dot[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(sv, _mm256_loadu_ps(lanes)), dot[m]);
+      off[m] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(lanes + 8), off[m]);
     }
+  };
+  if constexpr (CPB == 8) {  // K types: a block's scales once, then its 8 chunks in pairs
+    Scales sc[8];
+    for (int64_t blk = 0; blk < chunks / 8; ++blk) {
+      const uint8_t* b = wrow + blk * BB;
+      block_scales<T>(b, sc);
+      for (int i = 0; i < 8; i += 2) {
+        step(b, i, sc[i], blk * 8 + i, dot0, off0);
+        step(b, i + 1, sc[i + 1], blk * 8 + i + 1, dot1, off1);
+      }
+    }
+  } else {  // 32-value blocks, in pairs
+    int64_t c = 0;
+    for (; c + 2 <= chunks; c += 2) {
+      const uint8_t* b = wrow + c * BB;
+      step(b, 0, chunk_scales<T>(b, 0), c, dot0, off0);
+      step(b + BB, 0, chunk_scales<T>(b + BB, 0), c + 1, dot1, off1);
+    }
+    if (c < chunks) step(wrow + c * BB, 0, chunk_scales<T>(wrow + c * BB, 0), c, dot0, off0);
   }
-  for (int m = 0; m < MT; ++m) out[m] = hsum(acc[m]);
+  for (int m = 0; m < MT; ++m)
+    out[m] = hsum(_mm256_add_ps(_mm256_add_ps(dot0[m], dot1[m]), _mm256_add_ps(off0[m], off1[m])));
 #else
   float acc[MT];
   for (int m = 0; m < MT; ++m) acc[m] = 0.f;
