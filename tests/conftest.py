@@ -23,6 +23,16 @@ import pytest
 from maxcli.weights.test_models import fetch_minilm, fetch_qwen25_coder, fetch_smollm2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels_built() -> None:
+    """Build maxcli's C++ CPU kernels once before any test (~30 s on a fresh machine), so no test's
+    subprocess prints the one-time "compiling" notice into the stderr it checks."""
+    from maxcli.ops import cpu_ext
+
+    if cpu_ext.compiler() is not None:
+        cpu_ext.load()
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF (llama architecture, tokenizer and chat template inside)."""

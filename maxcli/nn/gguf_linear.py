@@ -88,6 +88,18 @@ class GGUFEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.qtype.name}"
 
 
+def _checked_blocks(value: Any) -> torch.Tensor:
+    """The tensor's raw blocks; a one-line ValueError when a block's scale is not finite (corrupt data)."""
+    from maxcli.ops.gguf_cpu import first_bad_block
+
+    raw = value.raw_blocks().contiguous()
+    bad = first_bad_block(raw, value.qtype)
+    if bad >= 0:
+        where = f" in {value.source}" if getattr(value, "source", "") else ""
+        raise ValueError(f"{value.name}{where}: block {bad} of its {value.qtype.name} data has a non-finite scale (corrupt file)")
+    return raw
+
+
 def _block_source(value: Any) -> bool:
     """A lazy GGUF tensor whose stored blocks a kernel reads as they are (no offset, a kernel type)."""
     from maxcli.ops.gguf_cpu import KERNEL_QTYPES
@@ -113,7 +125,7 @@ def swap_gguf_layers(
             swapped = _gguf_linear(layer, module_name, names, weights, sources)
         elif isinstance(layer, Embedding) and not layer.tp.is_parallel and set(names) == {None} and _block_source(weights[names[None]]):
             w = weights[names[None]]
-            swapped = GGUFEmbedding(w.raw_blocks(), w.qtype, layer.embedding_dim)
+            swapped = GGUFEmbedding(_checked_blocks(w), w.qtype, layer.embedding_dim)
         else:
             continue
         if swapped is None:
@@ -146,6 +158,6 @@ def _gguf_linear(
             return None
     split = getattr(layer, "local_sizes", None) if shard_ids else None
     return GGUFLinear(
-        layer.in_features, [p.raw_blocks() for p in parts], [p.qtype for p in parts], [p.shape[0] for p in parts],
+        layer.in_features, [_checked_blocks(p) for p in parts], [p.qtype for p in parts], [p.shape[0] for p in parts],
         bias, split or (),
     )

@@ -41,3 +41,9 @@ def linear(
 def dequantize(raw: torch.Tensor, qtype: int, in_features: int) -> torch.Tensor:
     """float32 [rows, in_features] from raw rows uint8 [rows, bytes_per_row]."""
     return torch.ops.maxcli_cpu.gguf_dequantize(raw, int(qtype), in_features)
+
+
+def first_bad_block(raw: torch.Tensor, qtype: int) -> int:
+    """Index of the first block whose fp16 scales are Inf/NaN (corrupt data), else -1. Cost: one pass
+    over the scale fields."""
+    return int(torch.ops.maxcli_cpu.gguf_first_bad_block(raw.contiguous(), int(qtype)))

@@ -79,6 +79,8 @@ class WeightData:
             if self.shape and self.shape[-1] % bs:
                 raise WeightsError(f"{self.name}: row length {self.shape[-1]} is not a multiple of {bs}")
             out = dequantize(self._load(), self.qtype).reshape(self.shape)
+            if not bool(torch.isfinite(out).all()):
+                raise WeightsError(f"{self.name}: non-finite values in its {self.qtype.name} blocks (corrupt file {self.source})")
         if self._row_perm is not None:
             out = out[self._row_perm]
         if self._offset:

@@ -321,6 +321,32 @@ at::Tensor gguf_dequantize(const at::Tensor& raw, int64_t qtype, int64_t k) {
   return y;
 }
 
+// Index of the first block whose fp16 scale fields are Inf or NaN (a corrupt file), or -1.
+int64_t gguf_first_bad_block(const at::Tensor& raw, int64_t qtype) {
+  Geometry g;
+  TORCH_CHECK(geometry(qtype, &g), "no GGUF kernel for GGML type ", qtype);
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.is_contiguous() && raw.numel() % g.block_bytes == 0,
+              "GGUF bytes must be contiguous uint8 whole blocks");
+  int offsets[2] = {0, -1};
+  switch (qtype) {
+    case Q4_1: case Q5_1: case Q4_K: case Q5_K: offsets[1] = 2; break;
+    case Q2_K: offsets[0] = 80; offsets[1] = 82; break;
+    case Q3_K: offsets[0] = 108; break;
+    case Q6_K: offsets[0] = 208; break;
+    default: break;
+  }
+  const uint8_t* p = raw.data_ptr<uint8_t>();
+  const int64_t blocks = raw.numel() / g.block_bytes;
+  for (int64_t i = 0; i < blocks; ++i)
+    for (int o : offsets) {
+      if (o < 0) continue;
+      uint16_t h;
+      std::memcpy(&h, p + i * g.block_bytes + o, 2);
+      if ((h & 0x7C00) == 0x7C00) return i;
+    }
+  return -1;
+}
+
 bool has_vnni() { return MAXCLI_VNNI; }
 
 }  // namespace maxcli_gguf
@@ -330,5 +356,6 @@ TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
   m.def("gguf_linear(Tensor x, Tensor[] raws, int[] qtypes, int[] rows, Tensor? bias=None) -> Tensor",
         &maxcli_gguf::gguf_linear);
   m.def("gguf_dequantize(Tensor raw, int qtype, int k) -> Tensor", &maxcli_gguf::gguf_dequantize);
+  m.def("gguf_first_bad_block(Tensor raw, int qtype) -> int", &maxcli_gguf::gguf_first_bad_block);
   m.def("gguf_simd() -> bool", []() { return maxcli_gguf::has_vnni(); });
 }
