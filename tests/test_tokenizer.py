@@ -22,11 +22,29 @@ def smol(smollm2_gguf: Path) -> tuple[TextTokenizer, object]:
 
 
 @pytest.fixture(scope="module")
+def qwen(qwen_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TextTokenizer, object]:
+    """Qwen2.5-Coder's tokenizer served from maxcli's cache by `tokenizers` directly (TokenizerFile: the
+    second load), against transformers' Qwen2Tokenizer reading the same GGUF."""
+    import os
+
+    from maxcli.pipelines.lib.tokenizer import TokenizerFile
+
+    os.environ["MAXCLI_CACHE"] = str(tmp_path_factory.mktemp("maxcli-cache"))
+    try:
+        TextTokenizer(qwen_gguf.parent, gguf_file=qwen_gguf.name)  # converts once and caches
+        ours = TextTokenizer(qwen_gguf.parent, gguf_file=qwen_gguf.name, max_length=64)
+    finally:
+        del os.environ["MAXCLI_CACHE"]
+    assert isinstance(ours.delegate, TokenizerFile)
+    return ours, AutoTokenizer.from_pretrained(qwen_gguf.parent, gguf_file=qwen_gguf.name)
+
+
+@pytest.fixture(scope="module")
 def minilm(minilm_dir: Path) -> tuple[TextTokenizer, object]:
     return TextTokenizer(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir)
 
 
-@pytest.mark.parametrize("which", ["smol", "minilm"])
+@pytest.mark.parametrize("which", ["smol", "qwen", "minilm"])
 def test_round_trips_equal_transformers(which: str, request) -> None:
     ours, ref = request.getfixturevalue(which)
     for text in TEXTS:
@@ -34,6 +52,16 @@ def test_round_trips_equal_transformers(which: str, request) -> None:
         assert ids == ref.encode(text)
         assert asyncio.run(ours.decode(ids)) == ref.decode(ids)
         assert asyncio.run(ours.decode(ids, skip_special_tokens=True)) == ref.decode(ids, skip_special_tokens=True)
+
+
+def test_qwen_chat_template_renders_like_transformers(qwen) -> None:
+    ours, ref = qwen
+    conversations = [MESSAGES, [{"role": "system", "content": "Be brief."}, *MESSAGES,
+                                {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}]]
+    for conversation in conversations:
+        want = ref.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        assert ours.apply_chat_template(conversation) == want
+    assert ours.delegate._plain_template is not None  # rendered without importing transformers
 
 
 def test_smollm2_chat_template_and_eos(smol) -> None:

@@ -98,7 +98,13 @@ def resolve_for_architecture(
     if config.rope_type is None:
         updates["rope_type"] = arch.rope_type
     resolved_config = config.model_copy(update=updates)
-    return ResolvedModel(resolved_config, repo, hf_config, encoding, paths, _format_of(paths[0]))
+    resolved = ResolvedModel(resolved_config, repo, hf_config, encoding, paths, _format_of(paths[0]))
+    if resolved.weights_format is WeightsFormat.gguf:
+        from maxcli.weights import GGUFFile
+
+        for p in paths:  # the mapping overlaps tokenizer and model set-up
+            GGUFFile.open(p).map_in_background()
+    return resolved
 
 
 def build_tokenizer(config: PipelineConfig, arch: SupportedArchitecture) -> Any:

@@ -238,14 +238,16 @@ def _auto_tokenizer(where: str, **kwargs: Any) -> Any:
     return AutoTokenizer.from_pretrained(where, **kwargs)
 
 
+_PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "Qwen2Tokenizer")
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
 class TokenizerFile:
     """A saved transformers tokenizer (tokenizer.json + tokenizer_config.json [+ chat_template.jinja])
     served by the `tokenizers` library: the part of transformers' tokenizer API that TextTokenizer and
-    the detokenizer use, with the same results. Only the generic `TokenizersBackend` class qualifies
-    (it adds nothing to tokenizer.json) with decode clean-up off; `load` returns None otherwise.
+    the detokenizer use, with the same results. Only classes that add nothing to tokenizer.json at run
+    time qualify (transformers' generic `TokenizersBackend`, and `Qwen2Tokenizer`, which only builds
+    that file's BPE when it has none), with decode clean-up off; `load` returns None otherwise.
     Chat templates render through transformers' own renderer (imported on first use) unless the
     template and messages qualify for `_plain_template`."""
 
@@ -270,7 +272,7 @@ class TokenizerFile:
         if (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text()
         eligible = (
-            config.get("tokenizer_class") == "TokenizersBackend"
+            config.get("tokenizer_class") in _PLAIN_TOKENIZER_CLASSES
             and not config.get("clean_up_tokenization_spaces", False)
             and (template is None or isinstance(template, str))
             and not (folder / "chat_template.json").exists()
@@ -323,8 +325,8 @@ class TokenizerFile:
     @functools.cached_property
     def _plain_template(self) -> Any:
         """The chat template compiled by jinja2 in transformers' environment settings (immutable sandbox,
-        trim_blocks, lstrip_blocks, loop controls, `raise_exception`), or None when the template reads
-        anything that environment defines differently (its `tojson`, `dict`, `namespace`,
+        trim_blocks, lstrip_blocks, loop controls, `raise_exception`, its `tojson` filter), or None when
+        the template reads anything that environment defines differently (its `dict`, `namespace`,
         `strftime_now`, the `generation` tag). Importing transformers for its renderer costs ~0.3 s of
         a cold start; templates that pass this check render identically without it."""
         import jinja2
@@ -340,7 +342,8 @@ class TokenizerFile:
             return None
         names = jinja2.meta.find_undeclared_variables(ast)
         env.globals = {**default_globals, "raise_exception": _raise_template_error}
-        if not names <= _PLAIN_TEMPLATE_NAMES or any(f.name == "tojson" for f in ast.find_all(jinja2.nodes.Filter)):
+        env.filters["tojson"] = _tojson
+        if not names <= _PLAIN_TEMPLATE_NAMES:
             return None
         return env.from_string(self.chat_template)
 
@@ -359,6 +362,13 @@ def _plain_message(message: Any) -> bool:
     return isinstance(message, dict) and all(
         type(k) is str and type(v) is str and k not in _REASONING_KEYS for k, v in message.items()
     )
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False) -> str:
+    """transformers' chat-template `tojson` (plain json.dumps, no HTML escaping, its options)."""
+    import json
+
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _raise_template_error(message: str) -> None:
