@@ -68,6 +68,9 @@ class PipelineConfig(BaseModel):
         "kernels on int8-quantized activations, as llama.cpp does (fast, approximate). "
         "--no-cpu-quantized-matmul: the float32 dequantized reference path.",
     )
+    num_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for maxcli's kernels and torch (default: the cores torch sees)."
+    )
     engine: PipelineEngine = Field(
         PipelineEngine.MAX, description="Engine: max (native) or huggingface (transformers fallback for any model)."
     )

@@ -161,6 +161,8 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     from maxcli.pipelines.lib.text_generation import TextGenerationPipeline
 
     config, hf_config = resolved.config, resolved.hf_config
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     model_cls = arch.pipeline_model
     max_seq_len = model_cls.calculate_max_seq_len(config, hf_config)
     device = torch.device(config.device)
