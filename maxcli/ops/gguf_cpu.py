@@ -46,4 +46,6 @@ def dequantize(raw: torch.Tensor, qtype: int, in_features: int) -> torch.Tensor:
 def first_bad_block(raw: torch.Tensor, qtype: int) -> int:
     """Index of the first block whose fp16 scales are Inf/NaN (corrupt data), else -1. Cost: one pass
     over the scale fields."""
+    if not available():
+        raise RuntimeError(f"maxcli's C++ CPU kernels are unavailable: {cpu_ext.unavailable_reason()}")
     return int(torch.ops.maxcli_cpu.gguf_first_bad_block(raw.contiguous(), int(qtype)))

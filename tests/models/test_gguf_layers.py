@@ -124,8 +124,13 @@ def test_fused_decode_step_matches_the_python_path(name: str) -> None:
     prompt = torch.randint(3, VOCAB, (7,), generator=g).tolist()
     a, b = Sequence(), Sequence()
     python_run.step([a], [prompt]), fused_run.step([b], [prompt])
+    close = 0
     for step in range(12):  # past the sliding windows and Phi-3's long-rope switch
         tok = [[int(torch.randint(3, VOCAB, (1,), generator=g))]]
         want, got = python_run.step([a], tok)[0], fused_run.step([b], tok)[0]
-        assert_close_logits(got, want, 2e-3, f"decode step {step}")
+        # Same arithmetic up to summation order; an int8 activation rounding that flips on a last-bit
+        # difference moves one step's logits by ~1 % at most on these tiny random models.
+        assert_close_logits(got, want, 2e-2, f"decode step {step}")
+        close += (got - want).abs().max().item() <= 1e-3 * want.abs().max().item()
+    assert close >= 10, f"only {close} of 12 decode steps within 0.1 % of the Python path"
     assert fused.calls == 12

@@ -138,7 +138,7 @@ def test_chat_template_rendering_equals_transformers(tokenizers_pair, template: 
     fast.__dict__.pop("_plain_template", None)
     if template != "smollm2":
         fast.chat_template = TEMPLATES[template]
-    assert (fast._plain_template is not None) == (template in ("smollm2", "plain"))
+    assert (fast._plain_template is not None) == (template in ("smollm2", "plain", "tojson"))
     for conversation in CONVERSATIONS:
         for prompt in (True, False):
             want = ref.apply_chat_template(conversation, chat_template=fast.chat_template, tokenize=False,
