@@ -143,6 +143,15 @@ class GGUFFile:
         except (OSError, ValueError) as exc:
             self._map_error = exc
 
+    def release(self) -> None:
+        """Drop this object's hold on the file's bytes (tensors already taken keep theirs alive); a later
+        load reads the file again. The loader calls it once a model holds its weights, so a cached header
+        never pins a model's worth of memory."""
+        self.__dict__.pop("_mapping", None)
+        if self._map_thread is not None:
+            self._map_thread.join()
+        self._map_thread, self._mapped = None, None
+
     @functools.cached_property
     def _mapping(self) -> np.ndarray:
         """The whole file's bytes (uint8), waiting for the background read if it is still running."""

@@ -187,6 +187,12 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     swap = gguf_layer_swap(config, resolved, device, tp.is_parallel)
     model = model_cls(config, hf_config, state, kv, device, dtype, **({"module_swap": swap} if swap else {}))
+    del state
+    if resolved.weights_format is WeightsFormat.gguf:
+        from maxcli.weights import GGUFFile
+
+        for p in resolved.weight_paths:
+            GGUFFile.open(p).release()
     if swap is not None and hasattr(model, "single_decode") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
         from maxcli.nn.fused_decode import fused_decode_step
 
