@@ -21,7 +21,7 @@ PROMPTS = [f"Write one sentence about the number {n}." for n in (3, 7, 11, 19, 2
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[ServerProcess]:
     # The float32 path: these tests compare batched answers with solo ones token for token, which only
-    # the batch-invariant reference path promises (tests/serve/test_gguf_native.py serves the default).
+    # the batch-invariant reference path promises (tests/serve/test_serve_gguf_native.py serves the default).
     args = ["--model", str(smollm2_gguf), "--served-model-name", MODEL, "--max-length", "256",
             "--no-cpu-quantized-matmul",
             "--data-parallel-degree", "2"]

@@ -20,7 +20,7 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[ServerProcess]:
     # The float32 path: these tests compare batched answers with solo ones token for token, which only
-    # the batch-invariant reference path promises (tests/serve/test_gguf_native.py serves the default).
+    # the batch-invariant reference path promises (tests/serve/test_serve_gguf_native.py serves the default).
     args = ["--model", str(smollm2_gguf), "--served-model-name", MODEL, "--max-length", "256",
             "--no-cpu-quantized-matmul"]
     yield from start_server(tmp_path_factory, "openai_api", args)
