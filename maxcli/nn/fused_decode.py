@@ -1,5 +1,5 @@
-"""A single-sequence decode step of a whole decoder in one C++ call (csrc/decode_step.cpp), for modules
-whose projections are GGUF blocks (maxcli.nn.gguf_linear).
+"""A decode step (any number of sequences, one new token each) of a whole decoder in one C++ call
+(csrc/decode_step.cpp), for modules whose projections are GGUF blocks (maxcli.nn.gguf_linear).
 
 `fused_decode_step(module)` inspects a built module and returns a FusedDecodeStep, or None with the reason
 logged. It reads structure, not architecture names: the model, each decoder layer, attention and MLP
@@ -9,7 +9,7 @@ to the Python path). Layouts covered: model "decoder" (embed -> layers -> final 
 "pre_norm" (Llama, Mistral, Qwen 2/3, Phi-3) and "sandwich" (Gemma 3), attention "gqa" (fused qkv, optional
 per-head q/k norms, rope, paged attention, o projection), MLP "gated" (SiLU or tanh-GELU).
 
-Cost per token: one embedding lookup, one rope-row gather per rope table, one C++ call; the arithmetic is
+Cost per step: one embedding lookup, one rope-row gather per rope table, one C++ call; the arithmetic is
 the Python path's up to summation order.
 """
 
@@ -90,8 +90,9 @@ def _present(t: torch.Tensor | None) -> torch.Tensor:
 
 
 class FusedDecodeStep:
-    """Callable(input_ids [1], positions [1]) -> final hidden [1, hidden], or None to use the Python path
-    (more than one sequence or token, a skipped KV slot, a cache that is not contiguous float32).
+    """Callable(input_ids [B], positions [B]) -> final hidden [B, hidden] for a step of B sequences with one
+    new token each, or None to use the Python path (a prefill chunk, a skipped KV slot, a cache that is not
+    contiguous float32).
 
     It holds the module's own tensors (norm weights are filled in place when weights load, so it may be
     built before that); the KV caches are re-read whenever they are re-bound."""
@@ -143,21 +144,21 @@ class FusedDecodeStep:
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         meta = get_attention_metadata()
-        if input_ids.shape[0] != 1 or meta.block_tables.shape[0] != 1 or input_ids.device.type != "cpu":
+        batch = input_ids.shape[0]
+        if meta.max_seqlen_q != 1 or meta.block_tables.shape[0] != batch or input_ids.device.type != "cpu":
             return None
-        slot = int(meta.slot_mapping[0])
-        if slot < 0 or not self._fresh_caches():
+        if not self._fresh_caches() or bool((meta.slot_mapping < 0).any()):
             return None
         h = self.model.embed(input_ids).float().contiguous()
         rows = {key: rope.cos_sin_cache[rope.table_positions(positions)].float() for key, rope in self.ropes.items()}
         if len(rows) == 1:
-            cos_sin = next(iter(rows.values())).expand(len(self.rope_keys), -1).contiguous()
+            cos_sin = next(iter(rows.values()))[None].expand(len(self.rope_keys), -1, -1).contiguous()
         else:
-            cos_sin = torch.cat([rows[key] for key in self.rope_keys]).contiguous()
+            cos_sin = torch.stack([rows[key] for key in self.rope_keys]).contiguous()
         heads, kv_heads, head_dim = self.heads
         return torch.ops.maxcli_cpu.decode_step(
             h, self.norms, self.raws, self.qtypes, self.rows, self.parts, self.biases, *self._caches,
-            self.final_norm, cos_sin, meta.block_tables[0].to(torch.int32).contiguous(), self.windows,
-            int(meta.max_seqlen_k), slot, heads, kv_heads, head_dim, self.neox, self.sandwich, self.act,
-            self.offset, self.scale, self.softcap, self.eps,
+            self.final_norm, cos_sin, meta.block_tables.to(torch.int32).contiguous(),
+            meta.seq_lens_k.to(torch.int32).contiguous(), meta.slot_mapping.to(torch.int64).contiguous(), self.windows,
+            heads, kv_heads, head_dim, self.neox, self.sandwich, self.act, self.offset, self.scale, self.softcap, self.eps,
         )

@@ -121,14 +121,14 @@ def test_native_path_agrees_with_the_float32_path_under_teacher_forcing(real_fil
 def test_fused_decode_step_gives_the_python_paths_tokens(real_file: dict) -> None:
     llm = real_file["native"]
     pipeline_model = llm.engine.pipeline.pipeline_model
-    assert pipeline_model.single_decode is not None
+    assert pipeline_model.fused_decode is not None
     params = SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True)
     fused = llm.generate(["def fibonacci(n):"], params)[0].token_ids
-    step, pipeline_model.single_decode = pipeline_model.single_decode, None
+    step, pipeline_model.fused_decode = pipeline_model.fused_decode, None
     try:
         python = llm.generate(["def fibonacci(n):"], params)[0].token_ids
     finally:
-        pipeline_model.single_decode = step
+        pipeline_model.fused_decode = step
     assert fused == python
 
 
@@ -148,7 +148,7 @@ def test_switch_and_fallbacks(smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatc
         llm = LLM(model=str(smollm2_gguf), max_length=128, kv_cache=kv, **kwargs)
         pm = llm.engine.pipeline.pipeline_model
         out = llm.generate("The capital of France is", SamplingParams(temperature=0.0, max_new_tokens=4))[0].text
-        return sum(isinstance(m, GGUFLinear) for m in pm.module.modules()), pm.single_decode is not None, out
+        return sum(isinstance(m, GGUFLinear) for m in pm.module.modules()), pm.fused_decode is not None, out
 
     count, fused, text = native_layers()  # the default
     assert count == 120 and fused and "Paris" in text

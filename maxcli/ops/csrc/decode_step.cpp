@@ -1,4 +1,5 @@
-// One single-sequence decode step of a decoder-only model on GGUF blocks, every layer in one call.
+// One decode step (B sequences, one new token each) of a decoder-only model on GGUF blocks, every layer
+// in one call.
 //
 // The Python path runs ~40 eager torch ops per layer; for a 135M-0.5B model most of a token's time is
 // their dispatch, not the matmuls. This op runs the same arithmetic with plain loops between the block
@@ -70,37 +71,50 @@ const float* data_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<f
 
 }  // namespace
 
-// h [1, hidden]: the embedded token. Per layer l, in the lists: norms[6l .. 6l + 5] = input, post-attention,
-// pre-MLP, post-MLP, q, k norm weights (empty: absent); the projections qkv, o, gate_up, down take parts[4l ..]
-// consecutive entries of raws / qtypes / rows each, and biases[4l ..] (empty: none); k/v caches
-// [num_blocks, page, Hk, D]; cos_sin[l]: the layer's rope row (R values: cos then sin); windows[l] (0: full).
-// The token sits at position seq_len - 1 and its K/V go to cache slot `slot`. Returns the final-normed
-// hidden state [1, hidden].
+// One decode step of B sequences, one new token each. h [B, hidden]: the embedded tokens. Per layer l, in
+// the lists: norms[6l .. 6l + 5] = input, post-attention, pre-MLP, post-MLP, q, k norm weights (empty:
+// absent); the projections qkv, o, gate_up, down take parts[4l ..] consecutive entries of raws / qtypes /
+// rows each, and biases[4l ..] (empty: none); k/v caches [num_blocks, page, Hk, D]; cos_sin [layers, B, R]:
+// each row's rope row per layer (R values: cos then sin); windows[l] (0: full). Sequence b's token sits at
+// position seq_lens[b] - 1 of block_tables[b] and its K/V go to cache slot slots[b]. Returns the
+// final-normed hidden states [B, hidden].
 at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList raws, at::IntArrayRef qtypes,
                        at::IntArrayRef rows, at::IntArrayRef parts, at::TensorList biases, at::TensorList k_caches,
                        at::TensorList v_caches, const at::Tensor& final_norm, const at::Tensor& cos_sin,
-                       const at::Tensor& block_table, at::IntArrayRef windows, int64_t seq_len, int64_t slot,
-                       int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox, bool sandwich,
-                       int64_t act, double norm_offset, double scale, double softcap, double eps) {
-  const int64_t hidden = h.size(1), H = num_heads, Hk = num_kv_heads, D = head_dim, G = H / Hk;
+                       const at::Tensor& block_tables, const at::Tensor& seq_lens, const at::Tensor& slots,
+                       at::IntArrayRef windows, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox,
+                       bool sandwich, int64_t act, double norm_offset, double scale, double softcap, double eps) {
+  const int64_t B = h.size(0), hidden = h.size(1), H = num_heads, Hk = num_kv_heads, D = head_dim;
   const int64_t layers = static_cast<int64_t>(k_caches.size());
-  TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.size(0) == 1, "h must be float32 [1, hidden]");
+  TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.dim() == 2, "h must be float32 [B, hidden]");
   TORCH_CHECK(static_cast<int64_t>(norms.size()) == 6 * layers && static_cast<int64_t>(parts.size()) == 4 * layers &&
                   static_cast<int64_t>(biases.size()) == 4 * layers && static_cast<int64_t>(v_caches.size()) == layers &&
                   static_cast<int64_t>(windows.size()) == layers,
               "6 norms, 4 projections, 4 biases, 2 caches and a window per layer");
   TORCH_CHECK(raws.size() == qtypes.size() && raws.size() == rows.size(), "one type and row count per part");
-  TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous() && cos_sin.dim() == 2 &&
-                  cos_sin.size(0) == layers && cos_sin.size(1) <= D && cos_sin.size(1) % 2 == 0,
-              "cos_sin must be float32 [layers, R] with R <= head_dim");
-  TORCH_CHECK(block_table.scalar_type() == at::kInt && block_table.is_contiguous(), "block_table must be int32");
+  TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous() && cos_sin.dim() == 3 &&
+                  cos_sin.size(0) == layers && cos_sin.size(1) == B && cos_sin.size(2) <= D && cos_sin.size(2) % 2 == 0,
+              "cos_sin must be float32 [layers, B, R] with R <= head_dim");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() && block_tables.dim() == 2 &&
+                  block_tables.size(0) == B, "block_tables must be int32 [B, max_blocks]");
+  TORCH_CHECK(seq_lens.scalar_type() == at::kInt && seq_lens.numel() == B && slots.scalar_type() == at::kLong &&
+                  slots.numel() == B, "seq_lens int32 [B] and slots int64 [B]");
   TORCH_CHECK(H % Hk == 0, "query heads must be a multiple of KV heads");
-  const int64_t num_blocks = k_caches[0].size(0), page = k_caches[0].size(1);
-  TORCH_CHECK(seq_len >= 1 && seq_len <= block_table.numel() * page, "seq_len outside the block table");
-  TORCH_CHECK(slot >= 0 && slot < num_blocks * page, "KV slot outside the cache");
-  const int32_t* bt = block_table.data_ptr<int32_t>();
-  for (int64_t i = 0; i < (seq_len + page - 1) / page; ++i)
-    TORCH_CHECK(bt[i] >= 0 && bt[i] < num_blocks, "block table names a page outside the cache");
+  const int64_t G = H / Hk;
+  const int64_t num_blocks = k_caches[0].size(0), page = k_caches[0].size(1), max_blocks = block_tables.size(1);
+  const int32_t* bts = block_tables.data_ptr<int32_t>();
+  const int32_t* lens = seq_lens.data_ptr<int32_t>();
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  int64_t longest = 0;
+  // Every page this step touches must exist: a bad table is an error, never a stray read or write.
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(lens[b] >= 1 && lens[b] <= max_blocks * page, "seq_len outside the block table");
+    TORCH_CHECK(slot[b] >= 0 && slot[b] < num_blocks * page, "KV slot outside the cache");
+    for (int64_t i = 0; i < (lens[b] + page - 1) / page; ++i)
+      TORCH_CHECK(bts[b * max_blocks + i] >= 0 && bts[b * max_blocks + i] < num_blocks,
+                  "block table names a page outside the cache");
+    longest = std::max<int64_t>(longest, lens[b]);
+  }
   for (int64_t l = 0; l < layers; ++l)
     TORCH_CHECK(k_caches[l].scalar_type() == at::kFloat && v_caches[l].scalar_type() == at::kFloat &&
                     k_caches[l].is_contiguous() && v_caches[l].is_contiguous() &&
@@ -122,47 +136,61 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
   }
   const float off = static_cast<float>(norm_offset), ep = static_cast<float>(eps);
   const float sc = static_cast<float>(scale), cap = static_cast<float>(softcap);
-  const int64_t half = cos_sin.size(1) / 2;
+  const int64_t half = cos_sin.size(2) / 2;
+  const int64_t row_grain = B * hidden < (1 << 14) ? B : 1;  // small steps stay on one thread
 
   at::Tensor residual = h.clone();
   float* res = residual.data_ptr<float>();
-  at::Tensor x = at::empty({1, hidden}, at::kFloat);
-  at::Tensor attn = at::empty({1, H * D}, at::kFloat);
+  at::Tensor x = at::empty({B, hidden}, at::kFloat);
+  at::Tensor attn = at::empty({B, H * D}, at::kFloat);
   float* xp = x.data_ptr<float>();
   float* ap = attn.data_ptr<float>();
+  auto norm_rows = [&](const float* in, const at::Tensor& w, float* out) {
+    at::parallel_for(0, B, row_grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) rms_norm(in + b * hidden, w.data_ptr<float>(), hidden, ep, off, out + b * hidden);
+    });
+  };
 
   for (int64_t l = 0; l < layers; ++l) {
     const at::Tensor* nw = &norms[6 * l];
-    rms_norm(res, nw[0].data_ptr<float>(), hidden, ep, off, xp);
+    norm_rows(res, nw[0], xp);
     at::Tensor qkv = proj[4 * l](x);
-    TORCH_CHECK(qkv.size(1) == (H + 2 * Hk) * D, "qkv projection width does not match the heads");
-    float* q = qkv.data_ptr<float>();
-    float* k = q + H * D;
-    float* v = k + Hk * D;
-    if (nw[4].numel()) {
-      for (int64_t i = 0; i < H; ++i) rms_norm(q + i * D, nw[4].data_ptr<float>(), D, ep, off, q + i * D);
-      for (int64_t i = 0; i < Hk; ++i) rms_norm(k + i * D, nw[5].data_ptr<float>(), D, ep, off, k + i * D);
-    }
-    const float* cs = cos_sin.data_ptr<float>() + l * 2 * half;
-    rope(q, H, D, half, cs, cs + half, neox);
-    rope(k, Hk, D, half, cs, cs + half, neox);
-
+    const int64_t width = (H + 2 * Hk) * D;
+    TORCH_CHECK(qkv.size(1) == width, "qkv projection width does not match the heads");
     const at::Tensor& kc = k_caches[l];
     const at::Tensor& vc = v_caches[l];
     const int64_t page_stride = kc.stride(0), row_stride = kc.stride(1);
     float* kcp = kc.data_ptr<float>();
     float* vcp = vc.data_ptr<float>();
-    const int64_t where = (slot / page) * page_stride + (slot % page) * row_stride;
-    std::copy(k, k + Hk * D, kcp + where);
-    std::copy(v, v + Hk * D, vcp + where);
-    const int64_t first = windows[l] > 0 ? std::max<int64_t>(0, seq_len - windows[l]) : 0;
-    at::parallel_for(0, H, seq_len * D * H < (1 << 15) ? H : 1, [&](int64_t h0, int64_t h1) {
-      std::vector<float> scores(seq_len);
-      for (int64_t hq = h0; hq < h1; ++hq) {
-        const int64_t kvh = hq / G;
-        const float* qh = q + hq * D;
+    float* qkvp = qkv.data_ptr<float>();
+    // Per row: q/k norms, rope, the K/V write.
+    at::parallel_for(0, B, row_grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        float* q = qkvp + b * width;
+        float* k = q + H * D;
+        float* v = k + Hk * D;
+        if (nw[4].numel()) {
+          for (int64_t i = 0; i < H; ++i) rms_norm(q + i * D, nw[4].data_ptr<float>(), D, ep, off, q + i * D);
+          for (int64_t i = 0; i < Hk; ++i) rms_norm(k + i * D, nw[5].data_ptr<float>(), D, ep, off, k + i * D);
+        }
+        const float* cs = cos_sin.data_ptr<float>() + (l * B + b) * 2 * half;
+        rope(q, H, D, half, cs, cs + half, neox);
+        rope(k, Hk, D, half, cs, cs + half, neox);
+        const int64_t where = (slot[b] / page) * page_stride + (slot[b] % page) * row_stride;
+        std::copy(k, k + Hk * D, kcp + where);
+        std::copy(v, v + Hk * D, vcp + where);
+      }
+    });
+    // Attention, one (sequence, query head) per task.
+    at::parallel_for(0, B * H, longest * D * B * H < (1 << 15) ? B * H : 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> scores(longest);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / H, hq = t % H, kvh = hq / G, len = lens[b];
+        const int32_t* bt = bts + b * max_blocks;
+        const float* qh = qkvp + b * width + hq * D;
+        const int64_t first = windows[l] > 0 ? std::max<int64_t>(0, len - windows[l]) : 0;
         float mx = -INFINITY;
-        for (int64_t p = first; p < seq_len; ++p) {
+        for (int64_t p = first; p < len; ++p) {
           const float* kp = kcp + bt[p / page] * page_stride + (p % page) * row_stride + kvh * D;
           float s = dot(qh, kp, D) * sc;
           if (cap > 0.f) s = std::tanh(s / cap) * cap;
@@ -170,13 +198,13 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
           mx = std::max(mx, s);
         }
         float sum = 0.f;
-        for (int64_t p = first; p < seq_len; ++p) {
+        for (int64_t p = first; p < len; ++p) {
           scores[p] = std::exp(scores[p] - mx);
           sum += scores[p];
         }
-        float* out = ap + hq * D;
+        float* out = ap + b * H * D + hq * D;
         std::fill(out, out + D, 0.f);
-        for (int64_t p = first; p < seq_len; ++p) {
+        for (int64_t p = first; p < len; ++p) {
           const float* vp = vcp + bt[p / page] * page_stride + (p % page) * row_stride + kvh * D;
           const float wgt = scores[p] / sum;
           for (int64_t d = 0; d < D; ++d) out[d] += wgt * vp[d];
@@ -185,32 +213,37 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
     });
     at::Tensor o = proj[4 * l + 1](attn);
     float* op = o.data_ptr<float>();
-    if (sandwich) rms_norm(op, nw[1].data_ptr<float>(), hidden, ep, off, op);
-    for (int64_t i = 0; i < hidden; ++i) res[i] += op[i];
+    if (sandwich) norm_rows(op, nw[1], op);
+    for (int64_t i = 0; i < B * hidden; ++i) res[i] += op[i];
 
-    rms_norm(res, nw[sandwich ? 2 : 1].data_ptr<float>(), hidden, ep, off, xp);
+    norm_rows(res, nw[sandwich ? 2 : 1], xp);
     at::Tensor gu = proj[4 * l + 2](x);
     const int64_t F = gu.size(1) / 2;
-    at::Tensor a = at::empty({1, F}, at::kFloat);
+    at::Tensor a = at::empty({B, F}, at::kFloat);
     const float* g = gu.data_ptr<float>();
     float* ac = a.data_ptr<float>();
-    for (int64_t i = 0; i < F; ++i)
-      ac[i] = (act == 0 ? g[i] / (1.f + std::exp(-g[i])) : gelu_tanh(g[i])) * g[F + i];
+    at::parallel_for(0, B, row_grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        for (int64_t i = 0; i < F; ++i) {
+          const float gi = g[b * 2 * F + i];
+          ac[b * F + i] = (act == 0 ? gi / (1.f + std::exp(-gi)) : gelu_tanh(gi)) * g[b * 2 * F + F + i];
+        }
+    });
     at::Tensor d = proj[4 * l + 3](a);
     float* dp = d.data_ptr<float>();
-    if (sandwich) rms_norm(dp, nw[3].data_ptr<float>(), hidden, ep, off, dp);
-    for (int64_t i = 0; i < hidden; ++i) res[i] += dp[i];
+    if (sandwich) norm_rows(dp, nw[3], dp);
+    for (int64_t i = 0; i < B * hidden; ++i) res[i] += dp[i];
   }
-  at::Tensor out = at::empty({1, hidden}, at::kFloat);
-  rms_norm(res, final_norm.data_ptr<float>(), hidden, ep, off, out.data_ptr<float>());
+  at::Tensor out = at::empty({B, hidden}, at::kFloat);
+  norm_rows(res, final_norm, out.data_ptr<float>());
   return out;
 }
 
 TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
   m.def(
       "decode_step(Tensor h, Tensor[] norms, Tensor[] raws, int[] qtypes, int[] rows, int[] parts, Tensor[] biases, "
-      "Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, Tensor block_table, int[] windows, "
-      "int seq_len, int slot, int num_heads, int num_kv_heads, int head_dim, bool neox, bool sandwich, int act, "
-      "float norm_offset, float scale, float softcap, float eps) -> Tensor",
+      "Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, Tensor block_tables, "
+      "Tensor seq_lens, Tensor slots, int[] windows, int num_heads, int num_kv_heads, int head_dim, bool neox, "
+      "bool sandwich, int act, float norm_offset, float scale, float softcap, float eps) -> Tensor",
       &decode_step);
 }

@@ -193,10 +193,10 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
 
         for p in resolved.weight_paths:
             GGUFFile.open(p).release()
-    if swap is not None and hasattr(model, "single_decode") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
+    if swap is not None and hasattr(model, "fused_decode") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
         from maxcli.nn.fused_decode import fused_decode_step
 
-        model.single_decode = fused_decode_step(model.module)
+        model.fused_decode = fused_decode_step(model.module)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,

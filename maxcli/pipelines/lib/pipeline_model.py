@@ -91,9 +91,9 @@ class TorchTextGenerationModel(PipelineModel):
         self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
         self.tp = current_group()  # this rank's tensor-parallel group (size 1 without TP)
         self.tp_runtime: Any = None  # rank 0 of a TP group: its workers (maxcli.distributed.launch)
-        # Installed by the loader: (input_ids [1], positions [1]) -> final hidden [1, H], or None for a
-        # step it does not cover (maxcli.nn.fused_decode).
-        self.single_decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
+        # Installed by the loader: (input_ids [B], positions [B]) -> final hidden [B, H] for a decode step
+        # (one new token per sequence), or None for a step it does not cover (maxcli.nn.fused_decode).
+        self.fused_decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
         with torch.device(device):
             module = self.module_class(huggingface_config, dtype)
         if module_swap is not None:
@@ -189,8 +189,8 @@ class TorchTextGenerationModel(PipelineModel):
         input_ids, positions, meta, rows, return_n_logits = step
         with attention_metadata(meta):
             hidden = None
-            if self.single_decode is not None and input_ids.shape[0] == 1:
-                hidden = self.single_decode(input_ids, positions)
+            if self.fused_decode is not None and meta.max_seqlen_q == 1:
+                hidden = self.fused_decode(input_ids, positions)
             if hidden is None:
                 hidden = self.module(input_ids, positions)
         if return_n_logits == -1:
