@@ -241,12 +241,24 @@ _DEQUANT = {
 SUPPORTED_QTYPES: frozenset[GGMLQuantizationType] = frozenset(_DEQUANT)
 
 
+def _dequantize_with_gguf(raw: torch.Tensor, qtype: GGMLQuantizationType) -> torch.Tensor:
+    """The types without a torch dequantizer here (IQ*, TQ*: rare on CPUs, no block kernel) through gguf-py's
+    numpy reference. Cost: a float32 copy per call and numpy speed (load time only)."""
+    import numpy as np
+    from gguf.quants import dequantize as np_dequantize
+
+    try:
+        values = np_dequantize(np.ascontiguousarray(raw.cpu().numpy()), qtype)
+    except NotImplementedError:
+        raise ValueError(f"GGML type {qtype.name} is not supported: gguf-py cannot dequantize it") from None
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(raw.shape[0], -1)
+
+
 def dequantize(raw: torch.Tensor, qtype: GGMLQuantizationType) -> torch.Tensor:
     """Raw row bytes uint8 [rows, bytes_per_row] of `qtype` -> float32 [rows, row_len]."""
     fn = _DEQUANT.get(qtype)
     if fn is None:
-        supported = ", ".join(sorted(t.name for t in _DEQUANT))
-        raise ValueError(f"GGML type {qtype.name} is not supported (supported: {supported})")
+        return _dequantize_with_gguf(raw, qtype)
     if qtype in (T.F32, T.F16, T.BF16):
         _blocks(raw, qtype)  # validates shape/dtype
     return fn(raw)

@@ -19,6 +19,7 @@ from torch import nn
 
 from maxcli.nn.attention_metadata import get_attention_metadata
 from maxcli.nn.fused_decode import fused_decode_step
+from maxcli.architectures.llama3.model import LlamaForCausalLM
 from maxcli.nn.gguf_linear import GGUFEmbedding, GGUFLinear, swap_gguf_layers
 from maxcli.ops import cpu_ext
 from maxcli.weights import WeightData
@@ -136,3 +137,34 @@ def test_fused_decode_step_matches_the_python_path(name: str) -> None:
             close += (got - want).abs().max().item() <= 1e-3 * want.abs().max().item()
     assert close >= 18, f"only {close} of 20 decoded rows within 0.1 % of the Python path"
     assert fused.calls == 12
+
+
+def test_types_without_a_kernel_load_dequantized_beside_block_layers() -> None:
+    """IQ4_NL (gguf-py reads it, no block kernel here): that projection stays a float Linear, dequantized by
+    gguf-py's reference; the others run on their blocks; the model tracks the float one."""
+    from maxcli.nn import Linear
+
+    _, hf, config = build_pair(CASES["llama3-rope-tied"])
+    lazy, dequantized = gguf_state(hf.state_dict())
+    rng = np.random.default_rng(0)
+    for name, tensor in hf.state_dict().items():
+        if name.endswith("down_proj.weight"):
+            rows, cols = tensor.shape
+            raw = rng.integers(0, 256, size=(rows, cols // 32, 18), dtype=np.uint8)
+            raw[..., :2] = rng.uniform(0.005, 0.02, size=(rows, cols // 32, 1)).astype(np.float16).view(np.uint8)
+            raw = raw.reshape(rows, -1)
+            block = torch.from_numpy(raw.copy())
+            lazy[name] = WeightData(name, (rows, cols), Q.IQ4_NL, block.numel(), lambda block=block: block)
+            dequantized[name] = torch.from_numpy(dequantize(raw, Q.IQ4_NL).reshape(rows, cols).astype(np.float32))
+    reference = LlamaForCausalLM(config)
+    reference.load_weights(dequantized)
+    swapped = LlamaForCausalLM(config)
+    swapped.load_weights(swap_gguf_layers(swapped, lazy, swapped.stacked_params, swapped.ignored_weights))
+    downs = [layer.mlp.down_proj for layer in swapped.model.layers]
+    assert all(type(d) is not GGUFLinear and isinstance(d, Linear) for d in downs)
+    assert sum(isinstance(m, GGUFLinear) for m in swapped.modules()) == 3 * config.num_hidden_layers
+    torch.testing.assert_close(downs[0].weight, reference.model.layers[0].mlp.down_proj.weight)
+    cache_shape = swapped.kv_cache_shape(config)
+    prompt = torch.randint(3, VOCAB, (9,), generator=torch.Generator().manual_seed(4)).tolist()
+    got, want = (PagedRunner(m, cache_shape).step([Sequence()], [prompt])[0] for m in (swapped, reference))
+    assert_close_logits(got, want, 0.05, "prefill with an IQ4_NL projection")
