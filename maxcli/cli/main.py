@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -40,6 +41,12 @@ def _root(
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("maxcli").setLevel(level)
+    if level > logging.DEBUG:
+        # Dependencies' notices (transformers' deprecation warnings on a first, uncached config load) are not
+        # the user's at the default level; --log-level debug shows them. transformers reads the variable
+        # when it is first imported, which is after this.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 app.command("generate", help=generate.__doc__)(generate.generate)

@@ -108,4 +108,15 @@ def test_bad_raw_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="uint8"):
         dequantize(torch.zeros(2, 18), T.Q4_0)
     with pytest.raises(ValueError, match="not supported"):
-        dequantize(torch.zeros(2, 18, dtype=torch.uint8), T.IQ4_NL)
+        dequantize(torch.zeros(2, 292, dtype=torch.uint8), T.Q8_K)  # gguf-py has no dequantizer for it
+
+
+def test_types_without_a_torch_dequantizer_use_gguf_py() -> None:
+    import numpy as np
+    from gguf.quants import dequantize as reference
+
+    raw = np.random.default_rng(0).integers(0, 256, size=(3, 2 * 18), dtype=np.uint8)
+    scale = np.array([0.01], dtype=np.float16).view(np.uint8)
+    raw[:, 0:2] = raw[:, 18:20] = scale  # sane scales for both IQ4_NL blocks
+    got = dequantize(torch.from_numpy(raw), T.IQ4_NL)
+    assert torch.equal(got, torch.from_numpy(reference(raw, T.IQ4_NL).astype(np.float32)).reshape(3, 64))
