@@ -10,7 +10,6 @@ Usage: python scripts/make_golden.py [--model FILE.gguf] [--out tests/generation
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,13 @@ from typing import Any
 import torch
 import transformers
 
+from maxcli.weights.test_models import sha256_of
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "tests" / "generation" / "golden" / "smollm2_capital.json"
 PROMPT = "The capital of France is"
 MAX_NEW_TOKENS = 32
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hf_greedy(gguf: Path, prompt: str, max_new_tokens: int) -> dict[str, Any]:

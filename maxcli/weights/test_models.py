@@ -98,7 +98,8 @@ def fetch_minilm(root: Path | None = None) -> Path:
     return target
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -107,7 +108,7 @@ def _sha256_of(path: Path) -> str:
 
 
 def _is_qwen25_coder(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size == QWEN25_CODER_SIZE and _sha256_of(path) == QWEN25_CODER_SHA256
+    return path.is_file() and path.stat().st_size == QWEN25_CODER_SIZE and sha256_of(path) == QWEN25_CODER_SHA256
 
 
 def fetch_qwen25_coder(root: Path | None = None) -> Path:
