@@ -107,8 +107,9 @@ class FusedDecodeStep:
         layout = _layout(layers[0])
         self.sandwich = layout == "sandwich"
         self.act = _ACTIVATIONS[layers[0].mlp.act_and_mul]
-        self.rope_keys = list(inner.layer_rope_keys)
         self.ropes = dict(inner.rotary_embs.items())
+        tables = list(self.ropes)
+        self.layer_tables = [tables.index(key) for key in inner.layer_rope_keys]
         self.neox = next(iter(self.ropes.values())).is_neox
         self.windows = [int(l.self_attn.attn.sliding_window or 0) for l in layers]
         self.norms: list[torch.Tensor] = []
@@ -150,15 +151,12 @@ class FusedDecodeStep:
         if not self._fresh_caches() or bool((meta.slot_mapping < 0).any()):
             return None
         h = self.model.embed(input_ids).float().contiguous()
-        rows = {key: rope.cos_sin_cache[rope.table_positions(positions)].float() for key, rope in self.ropes.items()}
-        if len(rows) == 1:
-            cos_sin = next(iter(rows.values()))[None].expand(len(self.rope_keys), -1, -1).contiguous()
-        else:
-            cos_sin = torch.stack([rows[key] for key in self.rope_keys]).contiguous()
+        cos_sin = torch.stack([rope.cos_sin_cache[rope.table_positions(positions)].float() for rope in self.ropes.values()])
         heads, kv_heads, head_dim = self.heads
         return torch.ops.maxcli_cpu.decode_step(
             h, self.norms, self.raws, self.qtypes, self.rows, self.parts, self.biases, *self._caches,
             self.final_norm, cos_sin, meta.block_tables.to(torch.int32).contiguous(),
-            meta.seq_lens_k.to(torch.int32).contiguous(), meta.slot_mapping.to(torch.int64).contiguous(), self.windows,
+            meta.seq_lens_k.to(torch.int32).contiguous(), meta.slot_mapping.to(torch.int64).contiguous(),
+            self.layer_tables, self.windows,
             heads, kv_heads, head_dim, self.neox, self.sandwich, self.act, self.offset, self.scale, self.softcap, self.eps,
         )

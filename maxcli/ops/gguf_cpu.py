@@ -1,8 +1,9 @@
 """GGUF block matmuls on the CPU through maxcli's C++ extension (csrc/gguf_matmul.cpp, built by cpu_ext).
 
-Weights stay raw GGUF bytes (uint8 [rows, bytes_per_row]); activations are quantized to int8 per 32
-values inside the kernel (as llama.cpp does), so results differ from a float32 matmul of the dequantized
-weights by that rounding: approximate by design, checked by teacher forcing against the float32 path.
+Weights stay raw GGUF bytes (uint8 [rows, bytes_per_row]). Steps of fewer than 16 rows quantize the
+activations to int8 per 16 values inside the kernel; larger ones multiply bf16 activations with bf16 row
+blocks dequantized on the fly. Either way results differ from a float32 matmul of the dequantized weights
+by that rounding: approximate by design, checked by teacher forcing against the float32 path.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._map_thread: threading.Thread | None = None
-        self._mapped: mmap.mmap | None = None
-        self._map_error: Exception | None = None
+        self._read_thread: threading.Thread | None = None
+        self._buffer: mmap.mmap | None = None
+        self._read_error: Exception | None = None
         if not self.path.is_file():
             raise WeightsError(f"GGUF file not found: {self.path}")
         try:
@@ -103,28 +103,25 @@ class GGUFFile:
         path = self.path
 
         def load() -> torch.Tensor:
-            # A view into the file's bytes in memory (read once for the whole file, see map_in_background).
-            try:
-                data = self._mapping[t.data_offset : t.data_offset + t.n_bytes]
-            except OSError as exc:
-                raise WeightsError(f"{path}: cannot read tensor {t.name}: {exc}") from None
+            # A view into the file's bytes in memory (read once for the whole file, see read_in_background).
+            data = self._bytes[t.data_offset : t.data_offset + t.n_bytes]
             if data.size != t.n_bytes:
                 raise WeightsError(f"{path}: truncated GGUF file: tensor {t.name} is cut short")
             return torch.from_numpy(data).view(rows, bytes_per_row)
 
         return WeightData(t.name, shape, qtype, int(t.n_bytes), load, source=str(path))
 
-    def map_in_background(self) -> None:
+    def read_in_background(self) -> None:
         """Start reading the file into anonymous memory backed by transparent huge pages, on a thread, so
         the read (~0.1 s for 500 MB from the page cache; the GIL is released) overlaps the tokenizer and
         model set-up. Huge pages matter for decode, which streams every weight once per token: with 4 KB
         pages a 4 GB model costs a million TLB misses a token (~8 % of a 7B step, measured). Memory: the
         file's size, once; the tensors are views into it. Idempotent."""
-        if self._map_thread is None and "_mapping" not in self.__dict__:
-            self._map_thread = threading.Thread(target=self._map, name="gguf-map", daemon=True)
-            self._map_thread.start()
+        if self._read_thread is None and "_bytes" not in self.__dict__:
+            self._read_thread = threading.Thread(target=self._read, name="gguf-read", daemon=True)
+            self._read_thread.start()
 
-    def _map(self) -> None:
+    def _read(self) -> None:
         try:
             size = self.path.stat().st_size
             flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20)
@@ -139,28 +136,28 @@ class GGUFFile:
                         raise OSError(f"read {got} of {size} bytes")
                     got += n
                 view.release()
-            self._mapped = buf
+            self._buffer = buf
         except (OSError, ValueError) as exc:
-            self._map_error = exc
+            self._read_error = exc
 
     def release(self) -> None:
         """Drop this object's hold on the file's bytes (tensors already taken keep theirs alive); a later
         load reads the file again. The loader calls it once a model holds its weights, so a cached header
         never pins a model's worth of memory."""
-        self.__dict__.pop("_mapping", None)
-        if self._map_thread is not None:
-            self._map_thread.join()
-        self._map_thread, self._mapped = None, None
+        self.__dict__.pop("_bytes", None)
+        if self._read_thread is not None:
+            self._read_thread.join()
+        self._read_thread, self._buffer = None, None
 
     @functools.cached_property
-    def _mapping(self) -> np.ndarray:
+    def _bytes(self) -> np.ndarray:
         """The whole file's bytes (uint8), waiting for the background read if it is still running."""
-        self.map_in_background()
-        assert self._map_thread is not None
-        self._map_thread.join()
-        if self._mapped is None:
-            raise WeightsError(f"{self.path}: cannot read the file: {self._map_error}")
-        return np.frombuffer(self._mapped, dtype=np.uint8)
+        self.read_in_background()
+        assert self._read_thread is not None
+        self._read_thread.join()
+        if self._buffer is None:
+            raise WeightsError(f"{self.path}: cannot read the file: {self._read_error}")
+        return np.frombuffer(self._buffer, dtype=np.uint8)
 
     @functools.cached_property
     def quantization_types(self) -> frozenset[GGMLQuantizationType]:

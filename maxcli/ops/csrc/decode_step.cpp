@@ -74,27 +74,29 @@ const float* data_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<f
 // One decode step of B sequences, one new token each. h [B, hidden]: the embedded tokens. Per layer l, in
 // the lists: norms[6l .. 6l + 5] = input, post-attention, pre-MLP, post-MLP, q, k norm weights (empty:
 // absent); the projections qkv, o, gate_up, down take parts[4l ..] consecutive entries of raws / qtypes /
-// rows each, and biases[4l ..] (empty: none); k/v caches [num_blocks, page, Hk, D]; cos_sin [layers, B, R]:
-// each row's rope row per layer (R values: cos then sin); windows[l] (0: full). Sequence b's token sits at
+// rows each, and biases[4l ..] (empty: none); k/v caches [num_blocks, page, Hk, D]; cos_sin [tables, B, R]:
+// each row's rope row (R values: cos then sin) in every rope table, layer l using table layer_tables[l];
+// windows[l] (0: full). Sequence b's token sits at
 // position seq_lens[b] - 1 of block_tables[b] and its K/V go to cache slot slots[b]. Returns the
 // final-normed hidden states [B, hidden].
 at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList raws, at::IntArrayRef qtypes,
                        at::IntArrayRef rows, at::IntArrayRef parts, at::TensorList biases, at::TensorList k_caches,
                        at::TensorList v_caches, const at::Tensor& final_norm, const at::Tensor& cos_sin,
                        const at::Tensor& block_tables, const at::Tensor& seq_lens, const at::Tensor& slots,
-                       at::IntArrayRef windows, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox,
+                       at::IntArrayRef layer_tables, at::IntArrayRef windows, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox,
                        bool sandwich, int64_t act, double norm_offset, double scale, double softcap, double eps) {
   const int64_t B = h.size(0), hidden = h.size(1), H = num_heads, Hk = num_kv_heads, D = head_dim;
   const int64_t layers = static_cast<int64_t>(k_caches.size());
   TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.dim() == 2, "h must be float32 [B, hidden]");
   TORCH_CHECK(static_cast<int64_t>(norms.size()) == 6 * layers && static_cast<int64_t>(parts.size()) == 4 * layers &&
                   static_cast<int64_t>(biases.size()) == 4 * layers && static_cast<int64_t>(v_caches.size()) == layers &&
-                  static_cast<int64_t>(windows.size()) == layers,
-              "6 norms, 4 projections, 4 biases, 2 caches and a window per layer");
+                  static_cast<int64_t>(windows.size()) == layers && static_cast<int64_t>(layer_tables.size()) == layers,
+              "6 norms, 4 projections, 4 biases, 2 caches, a rope table and a window per layer");
   TORCH_CHECK(raws.size() == qtypes.size() && raws.size() == rows.size(), "one type and row count per part");
   TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous() && cos_sin.dim() == 3 &&
-                  cos_sin.size(0) == layers && cos_sin.size(1) == B && cos_sin.size(2) <= D && cos_sin.size(2) % 2 == 0,
-              "cos_sin must be float32 [layers, B, R] with R <= head_dim");
+                  cos_sin.size(1) == B && cos_sin.size(2) <= D && cos_sin.size(2) % 2 == 0,
+              "cos_sin must be float32 [tables, B, R] with R <= head_dim");
+  for (int64_t t : layer_tables) TORCH_CHECK(t >= 0 && t < cos_sin.size(0), "a layer names a rope table that is not there");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && block_tables.is_contiguous() && block_tables.dim() == 2 &&
                   block_tables.size(0) == B, "block_tables must be int32 [B, max_blocks]");
   TORCH_CHECK(seq_lens.scalar_type() == at::kInt && seq_lens.numel() == B && slots.scalar_type() == at::kLong &&
@@ -145,6 +147,7 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
   at::Tensor attn = at::empty({B, H * D}, at::kFloat);
   float* xp = x.data_ptr<float>();
   float* ap = attn.data_ptr<float>();
+  at::Tensor act_out;  // the gated activation [B, F], allocated at the first layer
   auto norm_rows = [&](const float* in, const at::Tensor& w, float* out) {
     at::parallel_for(0, B, row_grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) rms_norm(in + b * hidden, w.data_ptr<float>(), hidden, ep, off, out + b * hidden);
@@ -173,7 +176,7 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
           for (int64_t i = 0; i < H; ++i) rms_norm(q + i * D, nw[4].data_ptr<float>(), D, ep, off, q + i * D);
           for (int64_t i = 0; i < Hk; ++i) rms_norm(k + i * D, nw[5].data_ptr<float>(), D, ep, off, k + i * D);
         }
-        const float* cs = cos_sin.data_ptr<float>() + (l * B + b) * 2 * half;
+        const float* cs = cos_sin.data_ptr<float>() + (layer_tables[l] * B + b) * 2 * half;
         rope(q, H, D, half, cs, cs + half, neox);
         rope(k, Hk, D, half, cs, cs + half, neox);
         const int64_t where = (slot[b] / page) * page_stride + (slot[b] % page) * row_stride;
@@ -219,9 +222,9 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
     norm_rows(res, nw[sandwich ? 2 : 1], xp);
     at::Tensor gu = proj[4 * l + 2](x);
     const int64_t F = gu.size(1) / 2;
-    at::Tensor a = at::empty({B, F}, at::kFloat);
+    if (!act_out.defined() || act_out.size(1) != F) act_out = at::empty({B, F}, at::kFloat);
     const float* g = gu.data_ptr<float>();
-    float* ac = a.data_ptr<float>();
+    float* ac = act_out.data_ptr<float>();
     at::parallel_for(0, B, row_grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t i = 0; i < F; ++i) {
@@ -229,7 +232,7 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
           ac[b * F + i] = (act == 0 ? gi / (1.f + std::exp(-gi)) : gelu_tanh(gi)) * g[b * 2 * F + F + i];
         }
     });
-    at::Tensor d = proj[4 * l + 3](a);
+    at::Tensor d = proj[4 * l + 3](act_out);
     float* dp = d.data_ptr<float>();
     if (sandwich) norm_rows(dp, nw[3], dp);
     for (int64_t i = 0; i < B * hidden; ++i) res[i] += dp[i];
@@ -243,7 +246,7 @@ TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
   m.def(
       "decode_step(Tensor h, Tensor[] norms, Tensor[] raws, int[] qtypes, int[] rows, int[] parts, Tensor[] biases, "
       "Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, Tensor block_tables, "
-      "Tensor seq_lens, Tensor slots, int[] windows, int num_heads, int num_kv_heads, int head_dim, bool neox, "
+      "Tensor seq_lens, Tensor slots, int[] layer_tables, int[] windows, int num_heads, int num_kv_heads, int head_dim, bool neox, "
       "bool sandwich, int act, float norm_offset, float scale, float softcap, float eps) -> Tensor",
       &decode_step);
 }

@@ -297,7 +297,8 @@ at::Tensor gguf_linear(const at::Tensor& x, at::TensorList raws, at::IntArrayRef
     if (b != nullptr) y.add_(bc);
     return y;
   }
-  QuantizedRows a;
+  // Reused across calls on this thread (a decode step makes ~4 calls a layer): no per-call allocation.
+  static thread_local QuantizedRows a;
   quantize_rows(xc.data_ptr<float>(), x.size(0), x.size(1), &a);
   for (size_t i = 0; i < raws.size(); ++i) {
     matmul_quantized(a, raws[i], qtypes[i], rows[i], b ? b + col : nullptr, y.data_ptr<float>() + col, n);

@@ -102,8 +102,8 @@ def resolve_for_architecture(
     if resolved.weights_format is WeightsFormat.gguf:
         from maxcli.weights import GGUFFile
 
-        for p in paths:  # the mapping overlaps tokenizer and model set-up
-            GGUFFile.open(p).map_in_background()
+        for p in paths:  # the read overlaps tokenizer and model set-up
+            GGUFFile.open(p).read_in_background()
     return resolved
 
 
