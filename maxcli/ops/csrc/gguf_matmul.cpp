@@ -10,8 +10,9 @@
 // VNNI the same arithmetic runs as plain loops. Weights are never unpacked to memory: each chunk is
 // decoded in registers, once per tile of up to TILE_M activation rows.
 //
-// Cost: one pass over W per TILE_M rows of x (bandwidth-bound for decode, compute-bound from ~8 rows on),
-// M * K bytes of quantized activations. Threads: at::parallel_for over blocks of output rows.
+// Cost: one pass over W per TILE_M rows of x (bandwidth-bound for decode), M * K bytes of quantized
+// activations. From DENSE_MIN_ROWS rows on (prefill, big batches) the dense path below runs instead.
+// Threads: at::parallel_for over blocks of output rows.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -307,11 +308,6 @@ at::Tensor gguf_linear(const at::Tensor& x, at::TensorList raws, at::IntArrayRef
   return y;
 }
 
-at::Tensor gguf_matmul(const at::Tensor& x, const at::Tensor& raw, int64_t qtype, int64_t n,
-                       const c10::optional<at::Tensor>& bias) {
-  return gguf_linear(x, {raw}, {qtype}, {n}, bias);
-}
-
 at::Tensor gguf_dequantize(const at::Tensor& raw, int64_t qtype, int64_t k) {
   TORCH_CHECK(raw.dim() == 2, "GGUF rows must be uint8 [rows, bytes_per_row]");
   const int64_t rows = raw.size(0);
@@ -348,15 +344,11 @@ int64_t gguf_first_bad_block(const at::Tensor& raw, int64_t qtype) {
   return -1;
 }
 
-bool has_vnni() { return MAXCLI_VNNI; }
-
 }  // namespace maxcli_gguf
 
 TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
-  m.def("gguf_matmul(Tensor x, Tensor raw, int qtype, int n, Tensor? bias=None) -> Tensor", &maxcli_gguf::gguf_matmul);
   m.def("gguf_linear(Tensor x, Tensor[] raws, int[] qtypes, int[] rows, Tensor? bias=None) -> Tensor",
         &maxcli_gguf::gguf_linear);
   m.def("gguf_dequantize(Tensor raw, int qtype, int k) -> Tensor", &maxcli_gguf::gguf_dequantize);
   m.def("gguf_first_bad_block(Tensor raw, int qtype) -> int", &maxcli_gguf::gguf_first_bad_block);
-  m.def("gguf_simd() -> bool", []() { return maxcli_gguf::has_vnni(); });
 }
