@@ -34,6 +34,17 @@ def cpu_kernels_built() -> None:
 
 
 @pytest.fixture(scope="session")
+def cpu_kernels(cpu_kernels_built: None) -> None:
+    """For tests of the C++ kernels themselves: they skip (an allowed reason) without a compiler, and fail
+    when a compiler is there but the build does not load."""
+    from maxcli.ops import cpu_ext
+
+    if cpu_ext.compiler() is None:
+        pytest.skip("no C++ compiler: the GGUF CPU kernels cannot be built")
+    assert cpu_ext.load(), cpu_ext.unavailable_reason()
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF (llama architecture, tokenizer and chat template inside)."""
     return fetch_smollm2()

@@ -18,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from maxcli import ops
-from maxcli.ops import cpu_ext, gguf_cpu
+from maxcli.ops import gguf_cpu
 
 # Offsets of each type's fp16 scale fields inside a block (everything else may be any byte).
 SCALE_OFFSETS = {
@@ -28,11 +28,7 @@ SCALE_OFFSETS = {
 assert set(SCALE_OFFSETS) == set(gguf_cpu.KERNEL_QTYPES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def extension() -> None:
-    if cpu_ext.compiler() is None:
-        pytest.skip("no C++ compiler: the GGUF CPU kernels cannot be built")
-    assert cpu_ext.load(), cpu_ext.unavailable_reason()
+pytestmark = pytest.mark.usefixtures("cpu_kernels")
 
 
 def random_rows(qtype: Q, rows: int, cols: int, seed: int) -> np.ndarray:

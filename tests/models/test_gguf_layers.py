@@ -21,7 +21,6 @@ from maxcli.nn.attention_metadata import get_attention_metadata
 from maxcli.nn.fused_decode import fused_decode_step
 from maxcli.architectures.llama3.model import LlamaForCausalLM
 from maxcli.nn.gguf_linear import GGUFEmbedding, GGUFLinear, swap_gguf_layers
-from maxcli.ops import cpu_ext
 from maxcli.weights import WeightData
 from paged_harness import PagedRunner, Sequence
 from test_native_architectures import CASES, VOCAB, build_pair
@@ -31,11 +30,7 @@ TYPES = {"q_proj": Q.Q8_0, "k_proj": Q.Q5_0, "v_proj": Q.Q4_1, "o_proj": Q.Q5_1,
          "lm_head": Q.Q8_0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def extension() -> None:
-    if cpu_ext.compiler() is None:
-        pytest.skip("no C++ compiler: the GGUF CPU kernels cannot be built")
-    assert cpu_ext.load(), cpu_ext.unavailable_reason()
+pytestmark = pytest.mark.usefixtures("cpu_kernels")
 
 
 def gguf_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, object], dict[str, torch.Tensor]]:

@@ -20,7 +20,7 @@ from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
 from maxcli.nn.gguf_linear import GGUFEmbedding, GGUFLinear
 from maxcli.ops import cpu_ext
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cpu_kernels")]
 
 TEXT = """\
 The old lighthouse stood at the edge of the northern cliffs for nearly two hundred years. It was built by a
@@ -55,13 +55,6 @@ imagining the storm, the cold, and the long night of waiting for the morning to 
 """
 
 PAGE = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def extension() -> None:
-    if cpu_ext.compiler() is None:
-        pytest.skip("no C++ compiler: the GGUF CPU kernels cannot be built")
-    assert cpu_ext.load(), cpu_ext.unavailable_reason()
 
 
 def load(path: Path, native: bool) -> LLM:
