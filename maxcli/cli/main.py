@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -77,4 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The console script. After the command returns, atexit handlers run (logging, tensor-parallel ranks,
+    servers' own shutdown) and the process ends without tearing the interpreter down: freeing a loaded
+    model's objects one by one and unmapping its KV cache costs ~0.8 s at the end of every `generate`."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    atexit._run_exitfuncs()
+    os._exit(code)

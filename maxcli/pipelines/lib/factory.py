@@ -103,7 +103,7 @@ def resolve_for_architecture(
         from maxcli.weights import GGUFFile
 
         for p in paths:  # the read overlaps tokenizer and model set-up
-            GGUFFile.open(p).read_in_background()
+            GGUFFile.open(p).map_in_background()
     return resolved
 
 
