@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from maxcli.cli.inputs import collect_prompts
+from maxcli.cli.inputs import collect_prompts, structured_options
 from maxcli.cli.options import pipeline_options
 from maxcli.config import PipelineConfig
 
@@ -28,10 +28,19 @@ def generate(
     logprobs: Optional[int] = typer.Option(None, "--logprobs", min=0, max=20, help="Return N top alternatives per token."),
     num_warmups: int = typer.Option(0, "--num-warmups", min=0, help="Untimed runs of the first prompt before the timed one."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per prompt instead of streaming text."),
+    json_schema: Optional[str] = typer.Option(
+        None, "--json-schema", metavar="FILE|JSON", help="Constrain the output to this JSON schema (a file or inline JSON)."
+    ),
+    regex: Optional[str] = typer.Option(None, "--regex", help="Constrain the output to match this regular expression."),
+    choice: Optional[str] = typer.Option(None, "--choice", metavar="A,B,C", help="Constrain the output to one of these strings."),
+    grammar: Optional[str] = typer.Option(
+        None, "--grammar", metavar="FILE|TEXT", help="Constrain the output to a Lark or GBNF grammar (a file or inline)."
+    ),
 ) -> None:
     texts = collect_prompts(prompt, prompt_file)
     if not texts:
         texts = ["Tell me a short fact about the ocean."]
+    constraint = structured_options(json_schema, regex, choice, grammar)
     from maxcli.engine.llm import LLM
 
     # A one-shot run never batches more than its prompts: sizing the batch (and so the KV cache, which
@@ -39,7 +48,7 @@ def generate(
     config = config.model_copy(update={"max_batch_size": min(config.max_batch_size, len(texts))})
     llm = LLM.from_config(config)
     startup = time.perf_counter() - PROCESS_START
-    params = llm.default_sampling_params(logprobs=logprobs)
+    params = llm.default_sampling_params(logprobs=logprobs, **constraint)
     for _ in range(num_warmups):
         llm.generate([texts[0]], params, use_chat_template=chat_template)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maxcli.engine.scheduler import Scheduler
+from maxcli.engine.structured import CONSTRAINT_KEY, GrammarCompiler
 from maxcli.interfaces import GenerationStatus, LogProbabilities, RequestID, TextGenerationRequest
 from maxcli.pipelines.core import TextContext
 
@@ -51,6 +52,7 @@ class LLMEngine:
         )
         self._states: dict[RequestID, _RequestState] = {}
         self.num_steps = 0
+        self.grammars = GrammarCompiler(tokenizer, _logits_width(pipeline, tokenizer))
 
     @classmethod
     def from_config(cls, config: Any) -> "LLMEngine":
@@ -64,8 +66,13 @@ class LLMEngine:
     # -- requests -----------------------------------------------------------------------------------
 
     def new_context(self, request: TextGenerationRequest) -> TextContext:
-        """Tokenize and validate (InputError on bad input); nothing is scheduled yet."""
-        return _run(self.tokenizer.new_context(request))
+        """Tokenize and validate (InputError on bad input, an uncompilable grammar included); nothing is
+        scheduled yet."""
+        context = _run(self.tokenizer.new_context(request))
+        constraint = self.grammars.constraint(context.sampling_params)
+        if constraint is not None:
+            context.extra[CONSTRAINT_KEY] = constraint
+        return context
 
     def add_context(self, context: TextContext) -> None:
         from maxcli.pipelines.lib.tokenizer import IncrementalDetokenizer
@@ -154,6 +161,13 @@ class LLMEngine:
             finish_reason=ctx.status.finish_reason,
             new_logprobs=lps,
         )
+
+
+def _logits_width(pipeline: Any, tokenizer: Any) -> int:
+    """The model's vocabulary (logits) size; the tokenizer's when the model does not say."""
+    hf = getattr(getattr(pipeline, "pipeline_model", None), "huggingface_config", None)
+    size = getattr(hf, "vocab_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else int(tokenizer.vocab_size)
 
 
 def _is_stop_token(ctx: TextContext, tok: int) -> bool:

@@ -1,4 +1,5 @@
-"""Token selection for a batch: penalties -> temperature -> min-p / top-k / top-p -> exponential race.
+"""Token selection for a batch: logit bias and grammar masks -> penalties -> temperature -> min-p / top-k /
+top-p -> exponential race.
 
 Every stage is one batched tensor op over the rows that need it; rows without penalties skip the
 penalty stage and greedy rows (temperature 0 or top_k 1) take an exact argmax. Sampling draws
@@ -16,6 +17,7 @@ import torch
 from maxcli.interfaces import LogProbabilities
 
 if TYPE_CHECKING:
+    from maxcli.engine.structured import TokenMasks
     from maxcli.pipelines.core.context import TextContext
 
 _GENERATOR_KEY = "sampler_generator"
@@ -127,18 +129,35 @@ class Sampler:
             self._shared[device] = gen
         return gen
 
-    def __call__(self, logits: torch.Tensor, contexts: Sequence["TextContext"]) -> SamplerOutput:
+    def __call__(
+        self, logits: torch.Tensor, contexts: Sequence["TextContext"], masks: "TokenMasks | None" = None
+    ) -> SamplerOutput:
+        """`masks`: structured-output token masks of some rows (maxcli.engine.structured), computed while
+        the forward pass ran; rows without a constraint skip every step of their own."""
         if logits.dim() != 2 or logits.shape[0] != len(contexts):
             raise ValueError(f"expected logits [{len(contexts)}, vocab], got {list(logits.shape)}")
         raw = logits.float()
         B, V = raw.shape
         sps = [c.sampling_params for c in contexts]
+        # logit_bias and grammar masks shape the distribution itself: logprobs are reported from `shaped`
+        bias_rows = [i for i, sp in enumerate(sps) if sp.logit_bias]
+        shaped = raw.clone() if bias_rows or masks is not None else raw
+        for i in bias_rows:
+            items = [(t, b) for t, b in sps[i].logit_bias.items() if t < V]  # type: ignore[union-attr]
+            if items:
+                ids = torch.tensor([t for t, _ in items], dtype=torch.int64, device=raw.device)
+                shaped[i].index_add_(0, ids, torch.tensor([b for _, b in items], device=raw.device))
+        allowed = None
+        if masks is not None:
+            rows, allowed = masks.result()
+            allowed = _fit_vocab(allowed.to(raw.device), V)
+            shaped[rows.to(raw.device)] = shaped[rows.to(raw.device)].masked_fill(~allowed, float("-inf"))
         pen_rows = [
             i for i, sp in enumerate(sps)
             if sp.repetition_penalty != 1.0 or sp.frequency_penalty or sp.presence_penalty
         ]
         banned = [self._banned_tokens(c) for c in contexts]
-        x = raw.clone() if pen_rows or any(banned) else raw  # `raw` stays intact for logprobs
+        x = shaped.clone() if pen_rows or any(banned) else shaped  # `shaped` stays intact for logprobs
         if pen_rows:
             rows = torch.tensor(pen_rows, device=x.device)
             sub = x[rows]
@@ -147,6 +166,10 @@ class Sampler:
         for i, ids in enumerate(banned):
             if ids:
                 x[i, torch.tensor([t for t in ids if 0 <= t < V], dtype=torch.int64, device=x.device)] = float("-inf")
+                if masks is not None and bool(torch.isinf(x[i]).all()):
+                    x[i] = shaped[i]  # the grammar allows only what min_tokens bans (its end): the grammar wins
+        if masks is not None:
+            self._rescue_dead_rows(x, contexts, masks.rows)
 
         tokens = torch.empty(B, dtype=torch.int64, device=x.device)
         greedy = [i for i, sp in enumerate(sps) if sp.greedy]
@@ -159,7 +182,15 @@ class Sampler:
             tokens[s] = self._sample(x[s], [contexts[i] for i in sampled])
 
         token_list = tokens.cpu()
-        return SamplerOutput(token_ids=token_list, logprobs=self._logprobs(raw, token_list, sps))
+        return SamplerOutput(token_ids=token_list, logprobs=self._logprobs(shaped, token_list, sps))
+
+    @staticmethod
+    def _rescue_dead_rows(x: torch.Tensor, contexts: Sequence["TextContext"], rows: list[int]) -> None:
+        """A constrained row left with no finite logit (a matcher in an error state) may only end: its eos."""
+        for i in rows:
+            if bool(torch.isinf(x[i]).all()) and contexts[i].eos_token_ids:
+                eos = [t for t in contexts[i].eos_token_ids if t < x.shape[1]]
+                x[i, torch.tensor(eos, dtype=torch.int64, device=x.device)] = 0.0
 
     @staticmethod
     def _banned_tokens(ctx: "TextContext") -> list[int]:
@@ -213,6 +244,14 @@ class Sampler:
             n = sps[i].logprobs
             out[i] = (chosen[j], dict(zip(top_ids[j][:n], top_vals[j][:n])))
         return out
+
+
+def _fit_vocab(allowed: torch.Tensor, vocab: int) -> torch.Tensor:
+    """A mask [R, 32 * words] cut (or padded with False) to the logits' width."""
+    if allowed.shape[1] >= vocab:
+        return allowed[:, :vocab]
+    pad = torch.zeros(allowed.shape[0], vocab - allowed.shape[1], dtype=torch.bool, device=allowed.device)
+    return torch.cat([allowed, pad], dim=1)
 
 
 def prompt_logprobs(logits: torch.Tensor, prompt_tokens: Sequence[int], num_top: int = 0) -> LogProbabilities:

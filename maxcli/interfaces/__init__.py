@@ -68,10 +68,29 @@ class SamplingParams:
     logprobs: int | None = None  # number of top alternatives returned with each sampled token
     echo: bool = False  # return the prompt's tokens (with their logprobs when logprobs is set)
     skip_special_tokens: bool = True
+    # Structured output: at most one of these constrains the tokens (maxcli.engine.structured).
+    json_schema: dict[str, Any] | str | None = None  # a JSON schema (dict or its JSON text)
+    json_object: bool = False  # any JSON object
+    regex: str | None = None
+    choice: list[str] | None = None  # exactly one of these strings
+    grammar: str | None = None  # a Lark grammar (llguidance's dialect) or a GBNF grammar
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+    @property
+    def structured_kinds(self) -> list[str]:
+        """The structured-output fields that are set (valid requests have at most one)."""
+        kinds = [("json_schema", self.json_schema is not None), ("json_object", self.json_object),
+                 ("regex", self.regex is not None), ("choice", self.choice is not None),
+                 ("grammar", self.grammar is not None)]
+        return [name for name, on in kinds if on]
+
+    @property
+    def is_constrained(self) -> bool:
+        return bool(self.structured_kinds)
 
     def validate(self) -> "SamplingParams":
         def bad(msg: str) -> None:
@@ -97,6 +116,16 @@ class SamplingParams:
             bad(f"min_tokens must be >= 0, got {self.min_new_tokens}")
         if self.logprobs is not None and not (0 <= self.logprobs <= 20):
             bad(f"logprobs must be in [0, 20], got {self.logprobs}")
+        kinds = self.structured_kinds
+        if len(kinds) > 1:
+            bad(f"at most one structured-output constraint per request, got {' and '.join(kinds)}")
+        if self.choice is not None and (not self.choice or not all(isinstance(c, str) and c for c in self.choice)):
+            bad("choice must be a non-empty list of non-empty strings")
+        for token, bias in (self.logit_bias or {}).items():
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+                bad(f"logit_bias keys must be token ids, got {token!r}")
+            if not -100.0 <= bias <= 100.0:
+                bad(f"logit_bias values must be in [-100, 100], got {bias} for token {token}")
         return self
 
 
@@ -110,6 +139,7 @@ class TextGenerationRequest:
     messages: list[dict[str, Any]] | None = None
     sampling_params: SamplingParams = field(default_factory=SamplingParams)
     apply_chat_template: bool = True  # only for `messages`; a raw `prompt` is never templated
+    tools: list[dict[str, Any]] | None = None  # OpenAI function tools, given to the chat template
 
 
 @dataclass

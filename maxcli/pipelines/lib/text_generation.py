@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
+from maxcli.engine import structured
 from maxcli.engine.sampler import Sampler, prompt_logprobs
 from maxcli.engine.scheduler import append_token_and_check
 from maxcli.interfaces import (
@@ -65,15 +66,20 @@ class TextGenerationPipeline(Pipeline):
         inputs = self.pipeline_model.prepare_initial_token_inputs(contexts, return_n_logits=-1 if want_prompt_lp else 1)
         for c in contexts:
             c.scheduled_tokens = None
+        sampling = set(inputs.request_ids)
+        sample_ctxs = [c for c in contexts if c.request_id in sampling]
+        masks = structured.start_masks(sample_ctxs)  # overlaps the forward pass
         outputs = self.pipeline_model.execute(inputs)
         if want_prompt_lp:
             self._collect_prompt_logprobs(scheduled, inputs, outputs.all_logits)
-        sample_ctxs = [c for c in contexts if c.request_id in set(inputs.request_ids)]
         result = StepResult()
         if not sample_ctxs:
             return result
-        out = self.sampler(outputs.logits, sample_ctxs)
-        for ctx, tok, lp in zip(sample_ctxs, out.token_ids.tolist(), out.logprobs):
+        out = self.sampler(outputs.logits, sample_ctxs, masks)
+        token_ids = out.token_ids.tolist()
+        if masks is not None:
+            structured.advance(sample_ctxs, token_ids)
+        for ctx, tok, lp in zip(sample_ctxs, token_ids, out.logprobs):
             result.sampled[ctx.request_id] = tok
             if lp is not None:
                 result.logprobs[ctx.request_id] = lp

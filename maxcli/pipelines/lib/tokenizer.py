@@ -104,12 +104,17 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         ids = [int(tokens)] if isinstance(tokens, int) or getattr(tokens, "ndim", 1) == 0 else [int(t) for t in tokens]
         return self.delegate.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        """The chat template's text for `messages` (ending with the assistant prompt by default)."""
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The chat template's text for `messages` (ending with the assistant prompt by default), with the
+        function `tools` for templates that render them."""
         if not self.has_chat_template:
             raise InputError(f"the tokenizer of {self.model_path} has no chat template; send a prompt instead")
         try:
-            return self.delegate.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            return self.delegate.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt, tools=tools
+            )
         except Exception as exc:  # jinja errors on malformed messages
             raise InputError(f"cannot apply the chat template to these messages: {exc}") from None
 
@@ -121,7 +126,7 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
             if not request.messages:
                 raise InputError("messages must not be empty")
             if request.apply_chat_template:
-                text = self.apply_chat_template(request.messages)
+                text = self.apply_chat_template(request.messages, tools=request.tools)
                 tokens = await self.encode(text, add_special_tokens=False)  # the template adds them
             else:
                 text = "\n".join(str(m.get("content", "")) for m in request.messages)
@@ -134,6 +139,9 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
             raise InputError("a request needs a prompt or messages")
         if not tokens:
             raise InputError("the prompt is empty")
+        bias = request.sampling_params.logit_bias or {}
+        if any(t >= self.vocab_size for t in bias):
+            raise InputError(f"logit_bias names token {max(bias)}, outside the vocabulary [0, {self.vocab_size})")
         limit = self.max_length
         if limit is not None and len(tokens) > limit:
             raise InputError(f"prompt of {len(tokens)} tokens is longer than max_length {limit}")
@@ -295,7 +303,8 @@ class TokenizerFile:
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], tokenize: bool = False, add_generation_prompt: bool = False
+        self, messages: list[dict[str, Any]], tokenize: bool = False, add_generation_prompt: bool = False,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """transformers' apply_chat_template(..., tokenize=False) for one conversation."""
         if tokenize:
@@ -308,13 +317,14 @@ class TokenizerFile:
         plain = self._plain_template
         if plain is not None and all(_plain_message(m) for m in conversation):
             return plain.render(
-                messages=conversation, tools=None, documents=None, add_generation_prompt=add_generation_prompt,
+                messages=conversation, tools=tools, documents=None, add_generation_prompt=add_generation_prompt,
                 **self.special_tokens_map,
             )
         from transformers.utils.chat_template_utils import render_jinja_template
 
         rendered, _ = render_jinja_template(
             conversations=[conversation],
+            tools=tools,
             chat_template=self.chat_template,
             add_generation_prompt=add_generation_prompt,
             **self.special_tokens_map,
