@@ -28,6 +28,10 @@ def serve(
     drain_timeout: float = typer.Option(
         30.0, "--drain-timeout", min=0.0, help="Seconds SIGTERM waits for in-flight requests before exiting."
     ),
+    tool_call_parser: str = typer.Option(
+        "auto", "--tool-call-parser", metavar="NAME",
+        help="How replies are read for tool calls: hermes, llama3_json, mistral, pythonic, or auto (from the chat template).",
+    ),
 ) -> None:
     from maxcli.serve.app import run_server
 
@@ -39,4 +43,5 @@ def serve(
         max_queue_size=max_queue_size,
         max_request_bytes=max_request_bytes,
         drain_timeout=drain_timeout,
+        tool_call_parser=tool_call_parser,
     )

@@ -242,7 +242,8 @@ class Sampler:
         top_vals, top_ids = top_vals.tolist(), top_ids.tolist()
         for j, i in enumerate(rows):
             n = sps[i].logprobs
-            out[i] = (chosen[j], dict(zip(top_ids[j][:n], top_vals[j][:n])))
+            # tokens a grammar or a -100 bias ruled out (-inf) are no alternatives
+            out[i] = (chosen[j], {t: v for t, v in zip(top_ids[j][:n], top_vals[j][:n]) if v != float("-inf")})
         return out
 
 

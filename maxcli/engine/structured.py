@@ -67,7 +67,7 @@ def grammar_text(sp: SamplingParams) -> str | None:
             return llguidance.grammar_from("choice", json.dumps(sp.choice))
         text = sp.grammar or ""
         return llguidance.grammar_from("gbnf" if "::=" in text else "lark", text)
-    except (ValueError, TypeError) as exc:  # invalid JSON text, a GBNF grammar that does not convert, ...
+    except Exception as exc:  # noqa: BLE001 - invalid JSON text, a GBNF grammar that does not convert, ...
         raise InputError(f"invalid {kind} for structured output: {_one_line(str(exc))}") from None
 
 
@@ -81,16 +81,26 @@ class GrammarCompiler:
         self._ll_tokenizer: Any = None
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
 
     @property
     def ll_tokenizer(self) -> Any:
-        if self._ll_tokenizer is None:
-            import llguidance
+        """llguidance's tokenizer (InputError when the model's tokenizer is not a `tokenizers` one)."""
+        with self._tokenizer_lock:
+            if self._ll_tokenizer is None:
+                import llguidance
 
-            backend = _tokenizers_backend(self._tokenizer)
-            eos = sorted(self._tokenizer.eos_token_ids) or [self._tokenizer.eos]
-            self._ll_tokenizer = llguidance.LLTokenizer(backend.to_str(), n_vocab=self._vocab_size, eos_token=eos)
-        return self._ll_tokenizer
+                backend = _tokenizers_backend(self._tokenizer)
+                eos = sorted(self._tokenizer.eos_token_ids) or [self._tokenizer.eos]
+                self._ll_tokenizer = llguidance.LLTokenizer(backend.to_str(), n_vocab=self._vocab_size, eos_token=eos)
+            return self._ll_tokenizer
+
+    def prepare(self) -> None:
+        """Build the tokenizer view ahead of the first constrained request (servers call it on a thread)."""
+        try:
+            self.ll_tokenizer
+        except InputError:
+            pass
 
     def constraint(self, sp: SamplingParams) -> TokenConstraint | None:
         """A fresh constraint for the request (None when it has none); InputError when it cannot compile."""
@@ -111,7 +121,10 @@ class GrammarCompiler:
     def _compile(self, text: str, kind: str) -> Any:
         import llguidance
 
-        matcher = llguidance.LLMatcher(self.ll_tokenizer, text, log_level=0)
+        try:
+            matcher = llguidance.LLMatcher(self.ll_tokenizer, text, log_level=0)
+        except Exception as exc:  # noqa: BLE001 - llguidance reports most problems as an error state instead
+            raise InputError(f"invalid {kind} for structured output: {_one_line(str(exc))}") from None
         if matcher.is_error():
             raise InputError(f"invalid {kind} for structured output: {_one_line(matcher.get_error())}")
         return matcher

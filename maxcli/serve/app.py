@@ -19,12 +19,13 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from maxcli.config import PipelineConfig, PipelineEngine
+from maxcli.config import ConfigError, PipelineConfig, PipelineEngine
 from maxcli.interfaces import PipelineTask
 from maxcli.serve.driver import EngineDriver
 from maxcli.serve.errors import install_error_handlers
 from maxcli.serve.middleware import BodySizeLimit, CountRequests
 from maxcli.serve.replicas import ReplicaRouter, replica_config
+from maxcli.serve.openai_chat import router as chat_router
 from maxcli.serve.openai_text import router as text_router
 from maxcli.serve.routes import public, v1
 from maxcli.serve.state import ServerSettings, ServerState
@@ -49,6 +50,7 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
     app = FastAPI(title="maxcli", summary="OpenAI-compatible API of maxcli", lifespan=lifespan)
     app.state.server = state
     install_error_handlers(app)
+    app.include_router(chat_router)
     app.include_router(text_router)
     app.include_router(v1)
     app.include_router(public)
@@ -98,6 +100,8 @@ def _load_model(state: ServerState, on_failure: Callable[[str], None] | None) ->
             raise
         for d in drivers:
             d.start()
+            # llguidance's view of the tokenizer (~0.8 s for a 151k vocabulary) before the first grammar needs it
+            threading.Thread(target=d.engine.grammars.prepare, name="grammar-tokenizer", daemon=True).start()
         state.task, state.router = task, ReplicaRouter(drivers)
     except Exception as exc:  # the model cannot be served: report one line and stop the server
         message = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
@@ -114,6 +118,7 @@ def run_server(
     max_queue_size: int = 256,
     max_request_bytes: int = 8 * 1024 * 1024,
     drain_timeout: float = 30.0,
+    tool_call_parser: str = "auto",
 ) -> None:
     """Serve until SIGINT/SIGTERM; raises RuntimeError (after shutting down) if the model fails to load."""
     from maxcli.pipelines.lib.factory import with_model_path
@@ -124,7 +129,11 @@ def run_server(
     from maxcli.distributed.launch import run_if_torchrun_worker
 
     run_if_torchrun_worker(config)  # under torchrun, ranks > 0 never serve HTTP: they run rank 0's steps
-    settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout)
+    from maxcli.serve.tool_parsers import PARSER_NAMES
+
+    if tool_call_parser not in PARSER_NAMES:
+        raise ConfigError(f"--tool-call-parser must be one of {', '.join(PARSER_NAMES)}, got {tool_call_parser!r}")
+    settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout, tool_call_parser)
     failure: list[str] = []
     server: Any = None
 

@@ -20,6 +20,7 @@ from maxcli.pipelines.core import TextContext
 from maxcli.serve.driver import Accepted, EngineDriver, Rejected, Sink
 from maxcli.serve.errors import APIError
 from maxcli.serve.schemas import SamplingFields
+from maxcli.serve.structured import constraint_fields
 
 DISCONNECT_POLL_S = 1.0  # how often a non-streaming request checks whether its client is still there
 
@@ -31,9 +32,11 @@ def sampling_params_for(
     choice: int,
     logprobs: int | None = None,
     echo: bool = False,
+    grammar: str | None = None,
 ) -> SamplingParams:
     """The config's sampling defaults, overridden by every field the request set. Choice i of a seeded
-    request uses seed + i, so n choices differ from each other yet repeat across identical requests."""
+    request uses seed + i, so n choices differ from each other yet repeat across identical requests.
+    `grammar`: a forced tool-call grammar (maxcli.serve.tools), which excludes any other constraint."""
     seed = body.seed if body.seed is not None else config.sampling.seed
     return config.sampling_params(
         max_new_tokens=max_new_tokens,
@@ -51,6 +54,7 @@ def sampling_params_for(
         ignore_eos=body.ignore_eos,
         logprobs=logprobs,
         echo=echo or None,
+        **constraint_fields(body, grammar),
     )
 
 
@@ -170,9 +174,9 @@ class ClientGone(Exception):
 
 
 def new_request(model_name: str, params: SamplingParams, prompt: str | list[int] | None = None,
-                messages: list[dict] | None = None) -> TextGenerationRequest:
+                messages: list[dict] | None = None, tools: list[dict] | None = None) -> TextGenerationRequest:
     return TextGenerationRequest(request_id=RequestID(), model_name=model_name, prompt=prompt,
-                                 messages=messages, sampling_params=params)
+                                 messages=messages, sampling_params=params, tools=tools)
 
 
 def _one_line(exc: BaseException) -> str:

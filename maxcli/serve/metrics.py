@@ -10,12 +10,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from maxcli.engine.structured import CONSTRAINT_KEY
 from maxcli.pipelines.core import TextContext
 from maxcli.serve.driver import EngineStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_MASK_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 
 
@@ -70,6 +72,12 @@ class ServerMetrics:
                              buckets=_E2E_BUCKETS, registry=r)
         self.prompt_tokens = Counter("maxcli_prompt_tokens", "Prompt tokens of finished requests.", registry=r)
         self.generation_tokens = Counter("maxcli_generation_tokens", "Output tokens of finished requests.", registry=r)
+        self.constrained = Counter("maxcli_structured_output_requests", "Finished requests whose output a grammar "
+                                   "constrained, by kind (json_schema, json_object, regex, choice, grammar).",
+                                   ["kind"], registry=r)
+        self.mask_time = Histogram("maxcli_structured_output_mask_seconds_per_token",
+                                   "Grammar mask time per output token of a constrained request (computed while "
+                                   "the forward pass runs).", buckets=_MASK_BUCKETS, registry=r)
         r.register(_EngineCollector(stats))
 
     # LatencyObserver, called from the engine thread (prometheus_client metrics are thread-safe)
@@ -86,6 +94,11 @@ class ServerMetrics:
         self.generation_tokens.inc(n)
         if first_token_s is not None and n > 1:
             self.tpot.observe((e2e_s - first_token_s) / (n - 1))
+        constraint = context.extra.get(CONSTRAINT_KEY)
+        if constraint is not None:
+            self.constrained.labels(kind=constraint.kind).inc()
+            if constraint.mask_steps:
+                self.mask_time.observe(constraint.mask_seconds / constraint.mask_steps)
 
     def count_request(self, route: str, status: int) -> None:
         self.requests.labels(route=route, status=str(status)).inc()

@@ -27,6 +27,7 @@ class ServerSettings:
     max_queue_size: int = 256
     max_request_bytes: int = 8 * 1024 * 1024
     drain_timeout: float = 30.0
+    tool_call_parser: str = "auto"  # maxcli.serve.tool_parsers.PARSER_NAMES
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from maxcli.config import ConfigError, PipelineConfig
+from maxcli.engine import structured
 from maxcli.engine.sampler import Sampler, prompt_logprobs
 from maxcli.interfaces import LogProbabilities, RequestID
 from maxcli.pipelines.core import TextContext
@@ -64,6 +65,7 @@ class HuggingFaceTextGenerationPipeline(TextGenerationPipeline):
         self._drop_released_caches()
         rows: list[torch.Tensor] = []
         sample_ctxs: list[TextContext] = []
+        masks = structured.start_masks([c for c, n in scheduled if c.num_computed_tokens + n == len(c.tokens)])
         for ctx, n in scheduled:
             start = ctx.num_computed_tokens
             if n < 1 or start + n > len(ctx.tokens):
@@ -78,8 +80,11 @@ class HuggingFaceTextGenerationPipeline(TextGenerationPipeline):
         result = StepResult()
         if not sample_ctxs:
             return result
-        out = self.sampler(torch.stack(rows), sample_ctxs)
-        for ctx, tok, lp in zip(sample_ctxs, out.token_ids.tolist(), out.logprobs):
+        out = self.sampler(torch.stack(rows), sample_ctxs, masks)
+        token_ids = out.token_ids.tolist()
+        if masks is not None:
+            structured.advance(sample_ctxs, token_ids)
+        for ctx, tok, lp in zip(sample_ctxs, token_ids, out.logprobs):
             result.sampled[ctx.request_id] = tok
             if lp is not None:
                 result.logprobs[ctx.request_id] = lp
