@@ -187,9 +187,13 @@ class Sampler:
     @staticmethod
     def _rescue_dead_rows(x: torch.Tensor, contexts: Sequence["TextContext"], rows: list[int]) -> None:
         """A constrained row left with no finite logit (a matcher in an error state) may only end: its eos."""
-        for i in rows:
-            if bool(torch.isinf(x[i]).all()) and contexts[i].eos_token_ids:
-                eos = [t for t in contexts[i].eos_token_ids if t < x.shape[1]]
+        index = torch.tensor(rows, dtype=torch.int64, device=x.device)
+        dead = torch.isinf(x.index_select(0, index)).all(dim=1)
+        if not bool(dead.any()):
+            return
+        for i in index[dead].tolist():
+            eos = [t for t in contexts[i].eos_token_ids if t < x.shape[1]]
+            if eos:
                 x[i, torch.tensor(eos, dtype=torch.int64, device=x.device)] = 0.0
 
     @staticmethod

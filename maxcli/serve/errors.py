@@ -70,7 +70,8 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
     param = ".".join(x for x in loc if not any(c in x for c in "[]") and x not in ("str", "int", "float")) or None
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        return f"unknown field {param!r}", param
+        return f"unknown or unsupported field {param!r} (fields that change the output and are not supported "\
+               "here are refused, not ignored)", param
     if kind in ("json_invalid", "model_attributes_type") or not loc:
         return f"invalid JSON body: {_first_line(err.get('msg', ''))}", None
     msg = _first_line(err.get("msg", "invalid value"))
