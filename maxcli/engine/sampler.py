@@ -141,17 +141,16 @@ class Sampler:
         sps = [c.sampling_params for c in contexts]
         # logit_bias and grammar masks shape the distribution itself: logprobs are reported from `shaped`
         bias_rows = [i for i, sp in enumerate(sps) if sp.logit_bias]
-        shaped = raw.clone() if bias_rows or masks is not None else raw
+        shaped = raw.clone() if bias_rows else raw
         for i in bias_rows:
             items = [(t, b) for t, b in sps[i].logit_bias.items() if t < V]  # type: ignore[union-attr]
             if items:
                 ids = torch.tensor([t for t, _ in items], dtype=torch.int64, device=raw.device)
                 shaped[i].index_add_(0, ids, torch.tensor([b for _, b in items], device=raw.device))
-        allowed = None
+        dead: list[int] = []
         if masks is not None:
-            rows, allowed = masks.result()
-            allowed = _fit_vocab(allowed.to(raw.device), V)
-            shaped[rows.to(raw.device)] = shaped[rows.to(raw.device)].masked_fill(~allowed, float("-inf"))
+            rows, words, dead = masks.result()
+            shaped = _apply_masks(shaped, rows.to(raw.device), words.to(raw.device))
         pen_rows = [
             i for i, sp in enumerate(sps)
             if sp.repetition_penalty != 1.0 or sp.frequency_penalty or sp.presence_penalty
@@ -168,8 +167,8 @@ class Sampler:
                 x[i, torch.tensor([t for t in ids if 0 <= t < V], dtype=torch.int64, device=x.device)] = float("-inf")
                 if masks is not None and bool(torch.isinf(x[i]).all()):
                     x[i] = shaped[i]  # the grammar allows only what min_tokens bans (its end): the grammar wins
-        if masks is not None:
-            self._rescue_dead_rows(x, contexts, masks.rows)
+        if dead:
+            self._rescue_dead_rows(x, contexts, dead)
 
         tokens = torch.empty(B, dtype=torch.int64, device=x.device)
         greedy = [i for i, sp in enumerate(sps) if sp.greedy]
@@ -186,12 +185,8 @@ class Sampler:
 
     @staticmethod
     def _rescue_dead_rows(x: torch.Tensor, contexts: Sequence["TextContext"], rows: list[int]) -> None:
-        """A constrained row left with no finite logit (a matcher in an error state) may only end: its eos."""
-        index = torch.tensor(rows, dtype=torch.int64, device=x.device)
-        dead = torch.isinf(x.index_select(0, index)).all(dim=1)
-        if not bool(dead.any()):
-            return
-        for i in index[dead].tolist():
+        """A constrained row whose mask allows nothing (a matcher in an error state) may only end: its eos."""
+        for i in rows:
             eos = [t for t in contexts[i].eos_token_ids if t < x.shape[1]]
             if eos:
                 x[i, torch.tensor(eos, dtype=torch.int64, device=x.device)] = 0.0
@@ -251,12 +246,19 @@ class Sampler:
         return out
 
 
-def _fit_vocab(allowed: torch.Tensor, vocab: int) -> torch.Tensor:
-    """A mask [R, 32 * words] cut (or padded with False) to the logits' width."""
-    if allowed.shape[1] >= vocab:
-        return allowed[:, :vocab]
-    pad = torch.zeros(allowed.shape[0], vocab - allowed.shape[1], dtype=torch.bool, device=allowed.device)
-    return torch.cat([allowed, pad], dim=1)
+def _apply_masks(logits: torch.Tensor, rows: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """A copy of logits [B, V] with the tokens that rows `rows` disallow at -inf (words: their bitmasks)."""
+    from maxcli import ops
+
+    if rows.shape[0] == logits.shape[0] and bool((rows == torch.arange(rows.shape[0], device=rows.device)).all()):
+        out = logits.clone()  # every row constrained (a lone request): no gather
+        ops.apply_token_bitmask_(out, words)
+        return out
+    out = logits.clone()
+    sub = out.index_select(0, rows)
+    ops.apply_token_bitmask_(sub, words)
+    out.index_copy_(0, rows, sub)
+    return out
 
 
 def prompt_logprobs(logits: torch.Tensor, prompt_tokens: Sequence[int], num_top: int = 0) -> LogProbabilities:

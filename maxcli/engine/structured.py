@@ -149,16 +149,6 @@ def _one_line(text: str) -> str:
 
 
 _WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-masks")
-_EXECUTOR: Any = None
-
-
-def _ll_executor() -> Any:
-    global _EXECUTOR
-    if _EXECUTOR is None:
-        import llguidance
-
-        _EXECUTOR = llguidance.LLExecutor(num_threads=1)  # one core; the forward pass has the others
-    return _EXECUTOR
 
 
 @dataclass
@@ -170,14 +160,19 @@ class TokenMasks:
     constraints: list[TokenConstraint]
     bitmask: torch.Tensor
     future: Future
+    seconds: float = 0.0  # wall time of the mask computation, set by the worker
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row indices [R] int64, allowed [R, V] bool); blocks until the masks are ready."""
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(row indices [R] int64, the bitmask words [R, W] int32, rows that allow nothing); blocks until the
+        masks are ready, and books the time they took."""
         self.future.result()
+        share = self.seconds / len(self.constraints)
+        for c in self.constraints:
+            c.mask_seconds += share
+            c.mask_steps += 1
         words = self.bitmask
-        bits = torch.arange(32, dtype=torch.int32)
-        allowed = ((words[:, :, None] >> bits) & 1).bool().reshape(words.shape[0], -1)
-        return torch.tensor(self.rows, dtype=torch.int64), allowed
+        empty = [self.rows[j] for j in torch.nonzero(~words.ne(0).any(dim=1)).flatten().tolist()]
+        return torch.tensor(self.rows, dtype=torch.int64), words, empty
 
 
 def start_masks(contexts: Sequence[Any]) -> TokenMasks | None:
@@ -188,18 +183,20 @@ def start_masks(contexts: Sequence[Any]) -> TokenMasks | None:
     constraints = [contexts[i].extra[CONSTRAINT_KEY] for i in rows]
     bitmask = torch.zeros(len(rows), (constraints[0].vocab_size + 31) // 32, dtype=torch.int32)
 
-    def fill() -> None:
-        # llguidance.torch's wrapper would import torch.compile machinery (~1 s); the executor call is the same
-        t0 = time.perf_counter()
-        row_bytes = bitmask.shape[1] * bitmask.element_size()
-        _ll_executor().unsafe_compute_mask_ptr([(c.matcher, j) for j, c in enumerate(constraints)],
-                                               bitmask.data_ptr(), row_bytes, bitmask.shape[0])
-        share = (time.perf_counter() - t0) / len(constraints)
-        for c in constraints:
-            c.mask_seconds += share
-            c.mask_steps += 1
+    row_bytes = bitmask.shape[1] * bitmask.element_size()
+    base = bitmask.data_ptr()
+    masks = TokenMasks(rows, constraints, bitmask, Future())
 
-    return TokenMasks(rows, constraints, bitmask, _WORKER.submit(fill))
+    def fill() -> None:
+        # One matcher after another on this thread, each call releasing the GIL. Not llguidance's LLExecutor:
+        # its thread pool would compete with the forward pass's threads for the cores.
+        t0 = time.perf_counter()
+        for j, c in enumerate(constraints):
+            c.matcher.unsafe_compute_mask_ptr(base + j * row_bytes, row_bytes)
+        masks.seconds = time.perf_counter() - t0
+
+    masks.future = _WORKER.submit(fill)
+    return masks
 
 
 def advance(contexts: Sequence[Any], tokens: Sequence[int]) -> None:

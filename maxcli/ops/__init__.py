@@ -190,6 +190,25 @@ def gguf_linear(
     return y if bias is None else y + bias
 
 
+def apply_token_bitmask_(logits: torch.Tensor, words: torch.Tensor) -> None:
+    """In place: logits [R, V] float32 at -inf for every token whose bit (token 32w + j is bit j of
+    words[r, w], int32 [R, W]) is clear. CPU: maxcli's C++ kernel when the extension is already loaded
+    (never compiled here, in the middle of a step); otherwise the torch reference."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and _cpu_ext_loaded():
+        target = logits if logits.is_contiguous() else logits.contiguous()
+        torch.ops.maxcli_cpu.apply_token_bitmask_(target, words.to(torch.int32).contiguous())
+        if target is not logits:
+            logits.copy_(target)
+        return
+    torch_ref.apply_token_bitmask_(logits, words)
+
+
+def _cpu_ext_loaded() -> bool:
+    from maxcli.ops import cpu_ext
+
+    return cpu_ext.is_loaded()
+
+
 def gguf_dequantize(raw: torch.Tensor, qtype: GGMLQuantizationType | int | str, in_features: int) -> torch.Tensor:
     """float32 [rows, in_features] from raw GGUF rows uint8 [rows, bytes_per_row] (exact)."""
     qt = parse_qtype(qtype)

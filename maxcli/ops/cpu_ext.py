@@ -23,7 +23,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "gguf_matmul.cpp", CSRC / "decode_step.cpp")
+SOURCES = (CSRC / "gguf_matmul.cpp", CSRC / "decode_step.cpp", CSRC / "token_bitmask.cpp")
 HEADERS = (CSRC / "gguf_blocks.h",)
 CXXFLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp"]
 _state: dict[str, object] = {}
@@ -96,6 +96,11 @@ def load() -> bool:
             _state["error"] = str(exc)
             logger.warning("maxcli's C++ CPU kernels are unavailable, GGUF weights run dequantized: %s", exc)
     return bool(_state["loaded"])
+
+
+def is_loaded() -> bool:
+    """Whether the library is loaded in this process (a check only: never builds or loads it)."""
+    return bool(_state.get("loaded"))
 
 
 def unavailable_reason() -> str | None:

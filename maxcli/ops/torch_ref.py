@@ -233,3 +233,14 @@ def _decode_batch(
     mask = torch.zeros(B, 1, 1, K, dtype=cdt, device=q.device).masked_fill_(hidden[:, None, None, :], float("-inf"))
     o = F.scaled_dot_product_attention(q.to(cdt).view(B, Hk, G, D), k, v, attn_mask=mask, scale=scale)
     return o.reshape(B, H, D).to(q.dtype)
+
+
+def apply_token_bitmask_(logits: torch.Tensor, words: torch.Tensor) -> None:
+    """In place: logits [R, V] float32 at -inf wherever bit j of word w of words [R, W] int32 (token 32w + j)
+    is clear; tokens past the mask's 32 * W are not allowed."""
+    R, V = logits.shape
+    bits = torch.arange(32, dtype=torch.int32, device=words.device)
+    allowed = ((words[:, :, None] >> bits) & 1).bool().reshape(R, -1)
+    if allowed.shape[1] < V:
+        allowed = torch.cat([allowed, allowed.new_zeros(R, V - allowed.shape[1])], dim=1)
+    logits.masked_fill_(~allowed[:, :V].to(logits.device), float("-inf"))
