@@ -41,11 +41,6 @@ class TokenConstraint:
     mask_seconds: float = 0.0
     mask_steps: int = 0
 
-    @property
-    def done(self) -> bool:
-        """The grammar accepts no further token but EOS (or is in an error state)."""
-        return bool(self.matcher.is_stopped())
-
 
 def grammar_text(sp: SamplingParams) -> str | None:
     """llguidance's grammar definition for the request's constraint, or None when it has none."""

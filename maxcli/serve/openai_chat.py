@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, Response
 from maxcli.serve.errors import APIError
 from maxcli.serve.jobs import GenerationJob, new_request, sampling_params_for
 from maxcli.serve.logprobs import TokenTexts, chat_logprobs, visible_output_count
-from maxcli.serve.openai_common import guarded, run_to_end, sse, streaming, usage, visible_new
+from maxcli.serve.openai_common import guarded, run_to_end, sse, streaming, text_state, usage, visible_new
 from maxcli.serve.schemas import ChatCompletionRequest
-from maxcli.serve.state import get_state, require_api_key
+from maxcli.serve.state import require_api_key
 from maxcli.serve.tools import ToolPlan, message_for, plan_tools
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -28,10 +28,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    state = get_state(request)
-    state.check_model(body.model)
-    if not state.ready:
-        state.text_driver()  # 503 while loading, whatever the body
+    state = text_state(request, body.model)
     try:
         num_logprobs = body.num_logprobs
     except ValueError as exc:
@@ -39,9 +36,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     messages = body.chat_messages()
     driver = state.text_driver(messages)
     tokenizer = driver.engine.tokenizer
-    forcing = body.tools and body.tool_choice not in (None, "auto", "none")
     plan = plan_tools(body, state.settings.tool_call_parser, getattr(tokenizer.delegate, "chat_template", None),
-                      driver.engine.grammars.ll_tokenizer if forcing else None)
+                      driver.engine.grammars)
     params = [sampling_params_for(body, state.config, body.max_new_tokens, i, num_logprobs, grammar=plan.grammar)
               for i in range(body.n)]
     for p in params if plan.parser is not None else []:

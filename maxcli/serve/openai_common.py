@@ -12,8 +12,19 @@ from maxcli.engine.engine import RequestOutput
 from maxcli.serve.errors import APIError, error_body, error_response
 from maxcli.serve.jobs import ClientGone, GenerationJob
 from maxcli.serve.logprobs import visible_output_count
+from maxcli.serve.state import ServerState, get_state
 
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request"; nobody reads it but /metrics
+
+
+def text_state(request: Request, model: str) -> ServerState:
+    """The server state for a text-generation route: 404 for another model, 503 while loading (whatever
+    the body)."""
+    state = get_state(request)
+    state.check_model(model)
+    if not state.ready:
+        state.text_driver()
+    return state
 
 
 def sse(payload: dict[str, Any]) -> str:

@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse, Response
 
 from maxcli.serve.jobs import GenerationJob, new_request, sampling_params_for
 from maxcli.serve.logprobs import TokenTexts, completion_logprobs, visible_output_count
-from maxcli.serve.openai_common import guarded, run_to_end, sse, streaming, usage, visible_new
+from maxcli.serve.openai_common import guarded, run_to_end, sse, streaming, text_state, usage, visible_new
 from maxcli.serve.schemas import CompletionRequest
-from maxcli.serve.state import get_state, require_api_key
+from maxcli.serve.state import require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -29,10 +29,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    state = get_state(request)
-    state.check_model(body.model)
-    if not state.ready:
-        state.text_driver()  # 503 while loading, whatever the body
+    state = text_state(request, body.model)
     prompts = body.prompts()
     driver = state.text_driver(prompts[0] if prompts else None)
     requests = [

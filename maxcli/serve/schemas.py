@@ -7,9 +7,9 @@ before it reaches the engine; SamplingParams.validate() still guards everything 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TokenIds = list[int]
 MAX_N = 16  # choices per request; each is a separate engine request sharing the prompt's cached pages
@@ -111,18 +111,26 @@ def _arguments_object(arguments: str) -> Any:
 _FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
+def check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or a ValueError naming the problem when it is not a valid JSON schema (its own metaschema)."""
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise ValueError(f"not a valid JSON schema{f' at {where}' if where else ''}: {exc.message}") from None
+    return schema
+
+
+JSONSchema = Annotated[dict[str, Any], AfterValidator(check_json_schema)]
+
+
 class FunctionDefinition(_Strict):
     name: str = Field(pattern=_FUNCTION_NAME)
     description: Optional[str] = None
-    parameters: Optional[dict[str, Any]] = None  # a JSON schema; None means any object
+    parameters: Optional[JSONSchema] = None  # None means any object
     strict: Optional[bool] = None
-
-    @field_validator("parameters")
-    @classmethod
-    def _schema(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        if v is not None:
-            check_json_schema(v)
-        return v
 
 
 class Tool(_Strict):
@@ -143,15 +151,8 @@ class JSONSchemaFormat(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = Field(min_length=1, max_length=64)
     description: Optional[str] = None
-    json_schema: Optional[dict[str, Any]] = Field(None, alias="schema")
+    json_schema: Optional[JSONSchema] = Field(None, alias="schema")
     strict: Optional[bool] = None
-
-    @field_validator("json_schema")
-    @classmethod
-    def _schema(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        if v is not None:
-            check_json_schema(v)
-        return v
 
 
 class ResponseFormat(_Strict):
@@ -176,16 +177,6 @@ class StructuredOutputs(_Strict):
     disable_any_whitespace: Optional[bool] = None  # accepted; the JSON grammar's whitespace is llguidance's
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-
-def check_json_schema(schema: dict[str, Any]) -> None:
-    """ValueError naming the problem when `schema` is not a valid JSON schema (its own metaschema)."""
-    import jsonschema
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path)
-        raise ValueError(f"not a valid JSON schema{f' at {where}' if where else ''}: {exc.message}") from None
 
 
 class SamplingFields(_Strict):

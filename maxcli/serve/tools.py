@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from maxcli.interfaces import InputError
 from maxcli.serve.errors import APIError
 from maxcli.serve.schemas import ChatCompletionRequest, NamedToolChoice
 from maxcli.serve.tool_parsers import ParsedReply, ToolCall, ToolCallStreamer, ToolParser, parser_for
@@ -112,10 +113,10 @@ class _BareJSONAware(ToolCallStreamer):
         return out
 
 
-def plan_tools(body: ChatCompletionRequest, parser_name: str, chat_template: str | None,
-               grammar_tokenizer: Any = None) -> ToolPlan:
-    """`grammar_tokenizer`: the engine's llguidance tokenizer, so forced-call grammars spell a format's
-    markers (Qwen's <tool_call>, Mistral's [TOOL_CALLS]) as the special tokens the model emits."""
+def plan_tools(body: ChatCompletionRequest, parser_name: str, chat_template: str | None, grammars: Any) -> ToolPlan:
+    """`grammars`: the engine's GrammarCompiler. Forced-call grammars are written against its llguidance
+    tokenizer, so a format's markers (Qwen's <tool_call>, Mistral's [TOOL_CALLS]) are the special tokens
+    the model emits."""
     if not body.tools or body.tool_choice == "none":
         return ToolPlan(None, None, None)
     tools = [t.model_dump(exclude_none=True) for t in body.tools]
@@ -127,9 +128,11 @@ def plan_tools(body: ChatCompletionRequest, parser_name: str, chat_template: str
     choice = body.tool_choice or "auto"
     if choice == "auto":
         return ToolPlan(tools, parser, None, parallel)
-    if grammar_tokenizer is None:
-        raise APIError(400, "tool_choice required or named needs structured output, which this model lacks",
-                       param="tool_choice")
+    try:
+        grammar_tokenizer = grammars.ll_tokenizer
+    except InputError as exc:
+        raise APIError(400, f"tool_choice {'required' if choice == 'required' else 'named'} needs structured "
+                       f"output: {exc}", param="tool_choice") from None
     if isinstance(choice, NamedToolChoice):
         forced = [t for t in tools if t["function"]["name"] == choice.function.name]
         parallel = False

@@ -142,7 +142,7 @@ class GGUFFile:
 
     def release(self) -> None:
         """Drop this object's hold on the file's bytes (tensors already taken keep theirs alive); a later
-        load reads the file again. The loader calls it once a model holds its weights, so a cached header
+        load maps the file again. The loader calls it once a model holds its weights, so a cached header
         never pins a model's worth of memory."""
         self.__dict__.pop("_bytes", None)
         if self._map_thread is not None:
