@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maxcli.interfaces import InputError
+from maxcli.serve.schemas import UNION_TAGS
 
 logger = logging.getLogger("maxcli.serve")
 
@@ -66,15 +67,24 @@ def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | N
         return "invalid request body", None
     err = errors[0]
     loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-    # unions add the candidate type to the location (prompt.str, prompt.list[int]); keep the field path
-    param = ".".join(x for x in loc if not any(c in x for c in "[]") and x not in ("str", "int", "float")) or None
+    # unions add the candidate type (prompt.str, prompt.list[int]) or tag (messages.0.tool) to the location;
+    # keep the field path
+    if "[key]" in loc:  # a bad key of a mapping (logit_bias): name the mapping, quote the key
+        at = loc.index("[key]")
+        loc, bad_key = loc[:at - 1], loc[at - 1]
+    else:
+        bad_key = None
+    param = ".".join(x for x in loc if not any(c in x for c in "[]")
+                     and x not in ("str", "int", "float") and x not in UNION_TAGS) or None
     kind = err.get("type", "")
     if kind == "extra_forbidden":
         return f"unknown or unsupported field {param!r} (fields that change the output and are not supported "\
                "here are refused, not ignored)", param
-    if kind in ("json_invalid", "model_attributes_type") or not loc:
+    if kind in ("json_invalid", "model_attributes_type") or (not loc and kind != "value_error"):
         return f"invalid JSON body: {_first_line(err.get('msg', ''))}", None
-    msg = _first_line(err.get("msg", "invalid value"))
+    msg = _first_line(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if bad_key is not None:
+        msg = f"key {bad_key!r}: {msg}"
     return (f"{param}: {msg}" if param else msg), param
 
 

@@ -9,9 +9,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 TokenIds = list[int]
+
+
+def _token_id_key(key: str) -> str:
+    if not key.isdigit():
+        raise ValueError("must be a token id")
+    return key
+
+
+# A token id as a JSON object key (logit_bias); the schema states the pattern, the validator says it plainly.
+TokenIdKey = Annotated[str, AfterValidator(_token_id_key), WithJsonSchema({"type": "string", "pattern": "^[0-9]+$"})]
 MAX_N = 16  # choices per request; each is a separate engine request sharing the prompt's cached pages
 MAX_STOP_STRINGS = 8
 
@@ -24,20 +34,12 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ContentPart(BaseModel):
-    """A part of a message's content. Only text parts carry meaning here; any other type is refused."""
+class TextPart(_Strict):
+    """A part of a message's content. Only text parts carry meaning here; the schema says so, and any other
+    type is refused with a message that names it."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: Optional[str] = None
-
-    @model_validator(mode="after")
-    def _text_only(self) -> "ContentPart":
-        if self.type != "text":
-            raise ValueError(f"content parts of type {self.type!r} are not supported (text parts only)")
-        if self.text is None:
-            raise ValueError("a text content part needs `text`")
-        return self
+    type: Literal["text"]
+    text: str
 
 
 class FunctionCall(_Strict):
@@ -53,13 +55,9 @@ class ToolCallMessage(_Strict):
     function: FunctionCall
 
 
-class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: Union[str, list[ContentPart], None] = None
+class _Message(_Strict):
+    content: Union[str, list[TextPart], None] = None
     name: Optional[str] = None
-    tool_calls: Optional[list[ToolCallMessage]] = None
-    tool_call_id: Optional[str] = None
-    refusal: Optional[str] = None  # echoed back by clients with an assistant message; carries no input
 
     @field_validator("content", mode="before")
     @classmethod
@@ -70,35 +68,56 @@ class ChatMessage(_Strict):
                 raise ValueError(f"content parts of type {kind!r} are not supported (text parts only)")
         return v
 
-    @model_validator(mode="after")
-    def _roles(self) -> "ChatMessage":
-        if self.tool_calls is not None and self.role != "assistant":
-            raise ValueError("only assistant messages carry tool_calls")
-        if self.role == "tool" and not self.tool_call_id:
-            raise ValueError("a tool message needs the tool_call_id it answers")
-        return self
-
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text or "" for part in self.content)
+        return "".join(part.text for part in self.content)
 
     def template_message(self) -> dict[str, Any]:
         """The message as chat templates read it (transformers' convention: tool-call arguments as dicts)."""
-        out: dict[str, Any] = {"role": self.role, "content": self.text()}
+        out: dict[str, Any] = {"role": self.role, "content": self.text()}  # type: ignore[attr-defined]
         if self.name is not None:
             out["name"] = self.name
+        return out
+
+
+class SystemMessage(_Message):
+    role: Literal["system", "developer"]
+
+
+class UserMessage(_Message):
+    role: Literal["user"]
+
+
+class AssistantMessage(_Message):
+    role: Literal["assistant"]
+    tool_calls: Optional[list[ToolCallMessage]] = None
+    refusal: Optional[str] = None  # echoed back by clients; carries no input
+
+    def template_message(self) -> dict[str, Any]:
+        out = super().template_message()
         if self.tool_calls:
             out["tool_calls"] = [
                 {"id": c.id, "type": "function",
                  "function": {"name": c.function.name, "arguments": _arguments_object(c.function.arguments)}}
                 for c in self.tool_calls
             ]
-        if self.tool_call_id is not None:
-            out["tool_call_id"] = self.tool_call_id
         return out
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"]
+    tool_call_id: str = Field(min_length=1)  # the assistant tool call this message answers
+
+    def template_message(self) -> dict[str, Any]:
+        return {**super().template_message(), "tool_call_id": self.tool_call_id}
+
+
+# One model per role, told apart by `role`: the published schema states which fields each role carries.
+ChatMessage = Annotated[Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage], Field(discriminator="role")]
+UNION_TAGS = frozenset({"system", "developer", "user", "assistant", "tool"})  # pydantic puts the tag in error paths
 
 
 def _arguments_object(arguments: str) -> Any:
@@ -194,7 +213,7 @@ class SamplingFields(_Strict):
     frequency_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
     presence_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
     user: Optional[str] = None
-    logit_bias: Optional[dict[str, float]] = None  # token id (as a string) -> bias in [-100, 100]
+    logit_bias: Optional[dict[TokenIdKey, Annotated[float, Field(ge=-100.0, le=100.0)]]] = None
     response_format: Optional[ResponseFormat] = None
     # accepted and ignored: they do not change the output
     metadata: Optional[dict[str, Any]] = None
@@ -226,16 +245,6 @@ class SamplingFields(_Strict):
         if any(s == "" for s in stops):
             raise ValueError("stop strings must not be empty")
         return stops
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _check_bias(cls, v: Optional[dict[str, float]]) -> Optional[dict[str, float]]:
-        for key, bias in (v or {}).items():
-            if not key.isdigit():
-                raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
-            if not -100.0 <= bias <= 100.0:
-                raise ValueError(f"logit_bias values must be in [-100, 100], got {bias}")
-        return v
 
     @field_validator("stop_token_ids")
     @classmethod
