@@ -1,4 +1,4 @@
-"""`maxcli`: generate, serve, list-archs, warm-cache, encode."""
+"""`maxcli`: generate, chat, serve, list-archs, warm-cache, encode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from maxcli import __version__
-from maxcli.cli import encode, generate, list_archs, serve, warm_cache
+from maxcli.cli import chat, encode, generate, list_archs, serve, warm_cache
 from maxcli.cli import benchmark
 from maxcli.cli.errors import report
 
@@ -51,6 +51,7 @@ def _root(
 
 
 app.command("generate", help=generate.__doc__)(generate.generate)
+app.command("chat", help=chat.__doc__)(chat.chat)
 app.command("serve", help=serve.__doc__)(serve.serve)
 app.command("list-archs", help=list_archs.__doc__)(list_archs.list_archs)
 app.command("warm-cache", help=warm_cache.__doc__)(warm_cache.warm_cache)

@@ -1,4 +1,4 @@
-"""Serve a model behind an OpenAI-compatible HTTP API (chat, completions, embeddings, models, metrics)."""
+"""Serve a model behind an OpenAI-compatible HTTP API (chat, completions, responses, embeddings, tokenize, models, metrics)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def serve(
         "auto", "--tool-call-parser", metavar="NAME",
         help="How replies are read for tool calls: hermes, llama3_json, mistral, pythonic, or auto (from the chat template).",
     ),
+    max_stored_responses: int = typer.Option(
+        1024, "--max-stored-responses", min=0,
+        help="/v1/responses replies kept in memory for previous_response_id and GET (least recently used dropped; 0: none).",
+    ),
 ) -> None:
     from maxcli.serve.app import run_server
 
@@ -44,4 +48,5 @@ def serve(
         max_request_bytes=max_request_bytes,
         drain_timeout=drain_timeout,
         tool_call_parser=tool_call_parser,
+        max_stored_responses=max_stored_responses,
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from maxcli.config import PipelineConfig
 from maxcli.engine.engine import LLMEngine
-from maxcli.interfaces import LogProbabilities, RequestID, SamplingParams, TextGenerationRequest
+from maxcli.interfaces import InputError, LogProbabilities, RequestID, SamplingParams, TextGenerationRequest
+from maxcli.pipelines.core import TextContext
 
 
 @dataclass
@@ -133,12 +135,58 @@ class LLM:
         templated = use_chat_template and engine.tokenizer.has_chat_template
         contexts = []
         for p, sp in zip(prompts, params):
-            request = TextGenerationRequest(request_id=RequestID(), model_name=self.config.model_name, sampling_params=sp)
+            request = self._request(sp)
             if isinstance(p, str) and templated:
                 request.messages = [{"role": "user", "content": p}]
             else:
                 request.prompt = p
             contexts.append(engine.new_context(request))  # validate every prompt before running any
+        return self._run(contexts, prompts, on_text)
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        sampling_params: SamplingParams | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CompletionOutput:
+        """The assistant's next turn after `messages` ({"role", "content"} dicts) through the chat template.
+
+        on_text(delta) receives text as it is produced. When `cancel` is set (checked between engine steps,
+        so never inside one) the request is aborted, its pages freed, and the text so far is returned with
+        finish_reason "abort". The output's `prompt` is the last message's content. InputError when the
+        model has no chat template (or the conversation is longer than max_length).
+        """
+        self.require_chat_template()
+        request = self._request(sampling_params or self.default_sampling_params())
+        request.messages = [dict(m) for m in messages]
+        context = self.engine.new_context(request)
+        prompt = messages[-1]["content"] if messages else ""
+        emit = (lambda _i, delta: on_text(delta)) if on_text is not None else None
+        return self._run([context], [prompt], emit, cancel)[0]
+
+    def require_chat_template(self) -> None:
+        """InputError unless the model's tokenizer has a chat template (needed to hold a conversation)."""
+        if not self.engine.tokenizer.has_chat_template:
+            raise InputError(f"{self.config.model_path} has no chat template, so it cannot chat; use generate with a plain prompt")
+
+    def _request(self, sp: SamplingParams) -> TextGenerationRequest:
+        return TextGenerationRequest(request_id=RequestID(), model_name=self.config.model_name, sampling_params=sp)
+
+    def _run(
+        self,
+        contexts: list[TextContext],
+        prompts: Sequence[str | list[int]],
+        on_text: Callable[[int, str], None] | None,
+        cancel: threading.Event | None = None,
+    ) -> list[CompletionOutput]:
+        """Step the engine until every context finishes or `cancel` is set; results in context order.
+
+        Invariant: on return or on any exception, none of `contexts` holds KV pages (finished requests
+        free theirs in the scheduler; the rest are aborted here). The engine runs only this call's
+        requests (the offline API is single-caller), so `has_unfinished` means one of ours is.
+        """
+        engine = self.engine
         results = [CompletionOutput(prompt=p, prompt_token_ids=list(c.prompt_tokens)) for p, c in zip(prompts, contexts)]
         index: dict[RequestID, int] = {}
         start = time.perf_counter()
@@ -147,6 +195,9 @@ class LLM:
             index[ctx.request_id] = i
         try:
             while engine.has_unfinished:
+                if cancel is not None and cancel.is_set():
+                    self._abort(contexts, results, start)
+                    break
                 for out in engine.step():
                     i = index[out.request_id]
                     r = results[i]
@@ -158,8 +209,7 @@ class LLM:
                     if out.finished:
                         r.finish_reason = out.finish_reason
                         r.metrics.total_s = time.perf_counter() - start
-                    ctx = contexts[i]
-                    r.token_ids = list(ctx.output_token_ids)
+                    r.token_ids = list(contexts[i].output_token_ids)
         except BaseException:
             for ctx in contexts:
                 engine.abort(ctx.request_id)
@@ -171,3 +221,11 @@ class LLM:
             r.metrics.cached_prompt_tokens = ctx.num_cached_tokens
             r.metrics.output_tokens = ctx.num_output_tokens
         return results
+
+    def _abort(self, contexts: list[TextContext], results: list[CompletionOutput], start: float) -> None:
+        """Abort every unfinished context (frees its pages); its result keeps the text already streamed."""
+        for ctx, r in zip(contexts, results):
+            if r.finish_reason is None:
+                self.engine.abort(ctx.request_id)
+                r.finish_reason = ctx.status.finish_reason  # "abort"
+                r.metrics.total_s = time.perf_counter() - start

@@ -26,8 +26,10 @@ from maxcli.serve.errors import install_error_handlers
 from maxcli.serve.middleware import BodySizeLimit, CountRequests
 from maxcli.serve.replicas import ReplicaRouter, replica_config
 from maxcli.serve.openai_chat import router as chat_router
+from maxcli.serve.openai_responses import router as responses_router
 from maxcli.serve.openai_text import router as text_router
 from maxcli.serve.routes import public, v1
+from maxcli.serve.tokenize import router as tokenize_router
 from maxcli.serve.state import ServerSettings, ServerState
 
 logger = logging.getLogger("maxcli.serve")
@@ -52,6 +54,8 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(text_router)
+    app.include_router(responses_router)
+    app.include_router(tokenize_router)
     app.include_router(v1)
     app.include_router(public)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -119,6 +123,7 @@ def run_server(
     max_request_bytes: int = 8 * 1024 * 1024,
     drain_timeout: float = 30.0,
     tool_call_parser: str = "auto",
+    max_stored_responses: int = 1024,
 ) -> None:
     """Serve until SIGINT/SIGTERM; raises RuntimeError (after shutting down) if the model fails to load."""
     from maxcli.pipelines.lib.factory import with_model_path
@@ -133,7 +138,8 @@ def run_server(
 
     if tool_call_parser not in PARSER_NAMES:
         raise ConfigError(f"--tool-call-parser must be one of {', '.join(PARSER_NAMES)}, got {tool_call_parser!r}")
-    settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout, tool_call_parser)
+    settings = ServerSettings(api_key, max_queue_size, max_request_bytes, drain_timeout, tool_call_parser,
+                              max_stored_responses)
     failure: list[str] = []
     server: Any = None
 

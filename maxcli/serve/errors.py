@@ -7,6 +7,7 @@ become 400s. Unexpected exceptions become a 500 with a generic message (never a 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,21 +61,25 @@ def _first_line(text: str) -> str:
     return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "") or "invalid request"
 
 
+_MODEL_NAME = re.compile(r"[A-Z][A-Za-z0-9]+")  # a union member's class name in an error path
+
+
 def describe_validation_error(exc: RequestValidationError) -> tuple[str, str | None]:
     """(one-line message, offending parameter) from pydantic's error list."""
     errors = exc.errors()
     if not errors:
         return "invalid request body", None
-    err = errors[0]
+    # a union reports every member's failure; the one that got furthest into the value is the useful one
+    err = max(errors, key=lambda e: len(e.get("loc", ())))
     loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-    # unions add the candidate type (prompt.str, prompt.list[int]) or tag (messages.0.tool) to the location;
-    # keep the field path
+    # unions add the candidate type (prompt.str, prompt.list[int]), class or tag (messages.0.tool) to the
+    # location; keep the field path
     if "[key]" in loc:  # a bad key of a mapping (logit_bias): name the mapping, quote the key
         at = loc.index("[key]")
         loc, bad_key = loc[:at - 1], loc[at - 1]
     else:
         bad_key = None
-    param = ".".join(x for x in loc if not any(c in x for c in "[]")
+    param = ".".join(x for x in loc if not any(c in x for c in "[]") and not _MODEL_NAME.fullmatch(x)
                      and x not in ("str", "int", "float") and x not in UNION_TAGS) or None
     kind = err.get("type", "")
     if kind == "extra_forbidden":

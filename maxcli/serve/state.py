@@ -19,6 +19,7 @@ from maxcli.serve.driver import EngineDriver, EngineStats
 from maxcli.serve.errors import APIError
 from maxcli.serve.metrics import ServerMetrics
 from maxcli.serve.replicas import ReplicaRouter, affinity_key
+from maxcli.serve.response_store import ResponseStore
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ServerSettings:
     max_request_bytes: int = 8 * 1024 * 1024
     drain_timeout: float = 30.0
     tool_call_parser: str = "auto"  # maxcli.serve.tool_parsers.PARSER_NAMES
+    max_stored_responses: int = 1024  # /v1/responses kept for previous_response_id (0: none)
 
 
 @dataclass
@@ -41,9 +43,11 @@ class ServerState:
     embedder: Any = None
     embed_lock: threading.Lock = field(default_factory=threading.Lock)  # one embeddings batch at a time
     metrics: ServerMetrics = field(init=False)
+    responses: ResponseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.replica_stats)
+        self.responses = ResponseStore(self.settings.max_stored_responses)
 
     def replica_stats(self) -> list[tuple[EngineStats, int]]:
         """(latest engine snapshot, jobs routed) of each replica, for /metrics."""

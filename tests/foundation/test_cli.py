@@ -25,10 +25,10 @@ def maxcli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeou
     )
 
 
-def test_help_lists_the_five_subcommands_and_version():
+def test_help_lists_the_subcommands_and_version():
     r = maxcli("--help")
     assert r.returncode == 0
-    for cmd in ("generate", "serve", "list-archs", "warm-cache", "encode"):
+    for cmd in ("generate", "chat", "serve", "list-archs", "warm-cache", "encode", "benchmark"):
         assert cmd in r.stdout
     v = maxcli("--version")
     assert v.returncode == 0 and v.stdout.startswith("maxcli ")

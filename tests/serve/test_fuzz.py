@@ -31,17 +31,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_custom_model: Path) ->
     yield from start_server(tmp_path_factory, "fuzz", args, api_key=KEY)
 
 
-def _short(body: Any) -> Any:
+def _short(body: Any, path: str) -> Any:
     """Keep a fuzzed generation short: clip token counts, choices and prompt batches (the rest is left as
     generated)."""
     if isinstance(body, dict):
         body = dict(body)
         if "model" in body:
             body["model"] = MODEL  # unknown models are a quick 404 (tested elsewhere); reach the engine
-        for key in ("max_tokens", "max_completion_tokens", "min_tokens"):
+        for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "min_tokens"):
             if isinstance(body.get(key), int) and body[key] > MAX_FUZZ_TOKENS:
                 body[key] = MAX_FUZZ_TOKENS
-        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        if path == "/v1/responses" and not isinstance(body.get("max_output_tokens"), int):
+            body["max_output_tokens"] = MAX_FUZZ_TOKENS
+        elif path in ("/v1/chat/completions", "/v1/completions") and body.get("max_tokens") is None \
+                and body.get("max_completion_tokens") is None:
             body["max_tokens"] = MAX_FUZZ_TOKENS
         if isinstance(body.get("n"), int) and body["n"] > 2:
             body["n"] = 2
@@ -55,7 +58,9 @@ def test_openapi_schema_fuzz_has_no_server_errors(server: ServerProcess) -> None
     schema = schemathesis.openapi.from_url(f"{server.base_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                                              "/v1/models", "/v1/models/{model_id}", "/health", "/metrics"}
+                                              "/v1/responses", "/v1/responses/{response_id}", "/tokenize",
+                                              "/detokenize", "/v1/models", "/v1/models/{model_id}", "/health",
+                                              "/metrics"}
     failures: list[str] = []
     statuses: dict[str, list[int]] = {}
     for op in operations:
@@ -65,7 +70,7 @@ def test_openapi_schema_fuzz_has_no_server_errors(server: ServerProcess) -> None
         @given(case=op.as_strategy())
         def fuzz(case: Any) -> None:
             if case.body is not None:
-                case.body = _short(case.body)
+                case.body = _short(case.body, op.path)
             for headers in (server.headers(), {}):
                 response = case.call(base_url=server.base_url, headers=headers, timeout=60)
                 statuses.setdefault(op.path, []).append(response.status_code)
@@ -76,6 +81,9 @@ def test_openapi_schema_fuzz_has_no_server_errors(server: ServerProcess) -> None
 
         fuzz()
     assert not failures, "\n".join(failures[:10])
-    for path in ("/v1/chat/completions", "/v1/completions"):  # the fuzz reached generation, not only errors
-        assert 200 in statuses[path] and 400 in statuses[path], (path, sorted(set(statuses[path])))
+    # the fuzz reached generation and tokenization, not only errors (and the checks schemas cannot state)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/tokenize"):
+        assert 200 in statuses[path], (path, sorted(set(statuses[path])))
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        assert 400 in statuses[path], (path, sorted(set(statuses[path])))
     assert 'status="500"' not in server.metric_text()

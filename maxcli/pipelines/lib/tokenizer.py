@@ -99,6 +99,10 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
     async def encode(self, prompt: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.delegate.encode(prompt, add_special_tokens=add_special_tokens))
 
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each id's vocabulary entry (byte-level pieces as the vocabulary stores them)."""
+        return [str(t) for t in self.delegate.convert_ids_to_tokens(list(token_ids))]
+
     async def decode(self, tokens: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
         """Text of one token id or a sequence of them (numpy arrays and tensors included)."""
         ids = [int(tokens)] if isinstance(tokens, int) or getattr(tokens, "ndim", 1) == 0 else [int(t) for t in tokens]
@@ -301,6 +305,10 @@ class TokenizerFile:
     def decode(self, token_ids: Any, skip_special_tokens: bool = False) -> str:
         ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, token_ids: list[int]) -> list[str]:
+        """Each id's vocabulary entry (byte-level pieces as stored, e.g. 'Ġthe')."""
+        return [self._tokenizer.id_to_token(int(t)) for t in token_ids]
 
     def apply_chat_template(
         self, messages: list[dict[str, Any]], tokenize: bool = False, add_generation_prompt: bool = False,
