@@ -2,7 +2,8 @@
 
 Requests are admitted at their arrival offsets (all at once for an infinite rate) and while fewer than
 max_concurrency are in flight; the engine's own max_batch_size still bounds each step's batch. One
-engine step produces at most one token per running request, so each step output is one token arrival.
+engine step produces one token per running request (several with speculative decoding), so each step
+output is one token arrival.
 """
 
 from __future__ import annotations

@@ -104,6 +104,8 @@ def run_offline_benchmark(config: Any, spec: BenchmarkSpec) -> BenchmarkRun:
     records, start = run_offline(engine, requests, arrivals, spec.max_concurrency, params_for)
     result = {**_header(spec, "offline", engine.config.model_name, requests), "load_s": round(load_s, 3)}
     result.update(summarize(records, start))
+    if engine.speculator is not None:
+        result["speculative_decoding"] = engine.speculator.stats.to_dict()
     return BenchmarkRun(result, records, start)
 
 

@@ -117,6 +117,12 @@ def _print_tables(r: dict[str, Any]) -> None:
     ]
     if "load_s" in r:
         rows.insert(1, ("model load time", _fmt(r["load_s"], " s")))
+    spec = r.get("speculative_decoding")
+    if spec is not None:
+        per_position = ", ".join(f"{a:.2f}" for a in spec["acceptance_per_position"]) or "-"
+        rows += [("drafted / accepted tokens", f"{spec['drafted_tokens']} / {spec['accepted_tokens']}"),
+                 ("draft acceptance rate", _fmt(spec["acceptance_rate"])),
+                 ("acceptance per draft position", per_position)]
     for k, v in rows:
         summary.add_row(k, str(v))
     out.print(summary)

@@ -9,7 +9,7 @@ from maxcli.config.enums import (
     WeightsFormat,
 )
 from maxcli.config.pipeline_config import DEFAULT_MODEL, ConfigError, PipelineConfig, load_yaml_section
-from maxcli.config.sections import KVCacheConfig, SamplingDefaults
+from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,6 +21,7 @@ __all__ = [
     "RepoType",
     "RopeType",
     "SamplingDefaults",
+    "SpeculativeConfig",
     "SupportedEncoding",
     "WeightsFormat",
     "load_yaml_section",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
-from maxcli.config.sections import KVCacheConfig, SamplingDefaults
+from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
 from maxcli.driver import DeviceSpec, parse_device_specs
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class PipelineConfig(BaseModel):
     )
     kv_cache: KVCacheConfig = Field(default_factory=KVCacheConfig)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     config_file: Optional[str] = Field(None, description="YAML file with config values.", json_schema_extra={"cli": False})
     section_name: Optional[str] = Field(None, description="Section of the YAML file to read.", json_schema_extra={"cli": False})
 
@@ -214,7 +215,8 @@ class PipelineConfig(BaseModel):
             raise ConfigError(f"{where}: {key}: {msg}") from None
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"kv_cache": KVCacheConfig, "sampling": SamplingDefaults}
+_SECTIONS: dict[str, type[BaseModel]] = {"kv_cache": KVCacheConfig, "sampling": SamplingDefaults,
+                                         "speculative": SpeculativeConfig}
 _ALIASES = {"model": "model_path", "devices": "device_specs", "max_tokens": "max_new_tokens"}
 
 

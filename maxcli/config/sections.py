@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from maxcli.config.enums import KVCacheStrategy
 
@@ -59,3 +59,35 @@ class SamplingDefaults(BaseModel):
         if any(s == "" for s in v):
             raise ValueError("stop strings must not be empty")
         return v
+
+
+class SpeculativeConfig(BaseModel):
+    """Speculative decoding: draft a few tokens cheaply, check them all in one forward of the model."""
+
+    model_config = _STRICT
+
+    speculative_method: Optional[Literal["ngram", "standalone"]] = Field(
+        None,
+        description="Draft tokens by n-gram lookup in the prompt and output (ngram) or with a small draft model "
+        "(standalone); unset: off.",
+    )
+    num_speculative_tokens: int = Field(
+        3, ge=1, le=16,
+        description="Tokens drafted per step and request (3: the last token and 3 drafts fill one 4-row tile of the CPU kernels).",
+    )
+    draft_model: Optional[str] = Field(
+        None, description="Draft model for --speculative-method standalone (shares the target's vocabulary)."
+    )
+    ngram_prompt_lookup_min: int = Field(2, ge=1, le=16, description="Shortest n-gram matched for ngram drafting.")
+    ngram_prompt_lookup_max: int = Field(4, ge=1, le=16, description="Longest n-gram matched for ngram drafting.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpeculativeConfig":
+        if self.ngram_prompt_lookup_min > self.ngram_prompt_lookup_max:
+            raise ValueError(f"ngram_prompt_lookup_min ({self.ngram_prompt_lookup_min}) exceeds ngram_prompt_lookup_max "
+                             f"({self.ngram_prompt_lookup_max})")
+        if self.speculative_method == "standalone" and not self.draft_model:
+            raise ValueError("speculative_method standalone needs draft_model")
+        if self.draft_model and self.speculative_method != "standalone":
+            raise ValueError("draft_model is only used with speculative_method standalone")
+        return self

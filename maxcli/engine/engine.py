@@ -11,7 +11,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from maxcli.config import ConfigError
 from maxcli.engine.scheduler import Scheduler
+from maxcli.engine.speculative import Speculator
 from maxcli.engine.structured import CONSTRAINT_KEY, GrammarCompiler
 from maxcli.interfaces import GenerationStatus, LogProbabilities, RequestID, TextGenerationRequest
 from maxcli.pipelines.core import TextContext
@@ -44,11 +46,17 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.pipeline = pipeline
         self.config = config
+        spec = getattr(config, "speculative", None)
+        drafting = spec is not None and spec.speculative_method is not None
+        if drafting and not _drafts_supported(pipeline):
+            raise ConfigError("speculative decoding needs the native engine (--engine max)")
+        self.speculator = Speculator(config) if drafting else None
         self.scheduler = Scheduler(
             pipeline.kv_manager,
             max_batch_size=config.max_batch_size,
             max_batch_input_tokens=config.max_batch_input_tokens,
             max_seq_len=pipeline.max_seq_len,
+            speculator=self.speculator,
         )
         self._states: dict[RequestID, _RequestState] = {}
         self.num_steps = 0
@@ -110,32 +118,39 @@ class LLMEngine:
         plan = self.scheduler.schedule()
         if plan.is_empty:
             return []
-        result = self.pipeline.forward_and_sample(plan.scheduled)
-        self.scheduler.postprocess(plan, result.sampled)
+        if plan.drafts:
+            result = self.pipeline.forward_and_sample(plan.scheduled, plan.drafts)
+            for drafted, accepted in result.drafted.values():
+                self.speculator.stats.record(drafted, accepted)  # type: ignore[union-attr]
+        else:
+            result = self.pipeline.forward_and_sample(plan.scheduled)
+        self.scheduler.postprocess(plan, result.sampled, result.more_tokens)
         self.num_steps += 1
         outputs: list[RequestOutput] = []
+        more_logprobs = result.more_logprobs
         for ctx, _ in plan.scheduled:
             state = self._states.get(ctx.request_id)
             if state is None:
                 continue
-            out = self._advance(state, result.logprobs.get(ctx.request_id))
+            first = result.logprobs.get(ctx.request_id)
+            out = self._advance(state, [first, *more_logprobs.get(ctx.request_id, [])] if first is not None else [])
             if out is not None:
                 outputs.append(out)
         return outputs
 
-    def _advance(self, state: _RequestState, logprob: tuple[float, dict[int, float]] | None) -> RequestOutput | None:
+    def _advance(self, state: _RequestState, logprobs: list[tuple[float, dict[int, float]]]) -> RequestOutput | None:
+        """`logprobs`: one entry per token this step emitted for the request (empty without logprobs)."""
         ctx = state.context
         new_ids = ctx.output_token_ids[state.reported_tokens :]
         state.reported_tokens = ctx.num_output_tokens
         if not new_ids and not ctx.is_done:
             return None  # a prefill chunk that produced no token yet
-        lps = []
-        if logprob is not None and new_ids:
-            lps.append(logprob)
+        lps = logprobs[: len(new_ids)]  # a final status may have cut the emitted tokens short
+        if lps:
             log = ctx.log_probabilities or LogProbabilities()
             ctx.log_probabilities = log
-            log.token_log_probabilities.append(logprob[0])
-            log.top_log_probabilities.append(logprob[1])
+            log.token_log_probabilities.extend(lp for lp, _ in lps)
+            log.top_log_probabilities.extend(top for _, top in lps)
         for tok in new_ids:
             if ctx.status is GenerationStatus.END_OF_SEQUENCE and tok == new_ids[-1] and _is_stop_token(ctx, tok):
                 break  # the eos / stop token itself is not part of the text
@@ -161,6 +176,13 @@ class LLMEngine:
             finish_reason=ctx.status.finish_reason,
             new_logprobs=lps,
         )
+
+
+def _drafts_supported(pipeline: Any) -> bool:
+    """Whether the pipeline's step takes drafted tokens (the native pipeline; not the transformers fallback)."""
+    import inspect
+
+    return "drafts" in inspect.signature(pipeline.forward_and_sample).parameters
 
 
 def _logits_width(pipeline: Any, tokenizer: Any) -> int:

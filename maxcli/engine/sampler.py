@@ -5,6 +5,8 @@ Every stage is one batched tensor op over the rows that need it; rows without pe
 penalty stage and greedy rows (temperature 0 or top_k 1) take an exact argmax. Sampling draws
 q ~ Exp(1) per vocab entry and picks argmax(p / q), which selects token i with probability p_i.
 Seeded requests own a torch.Generator (in context.extra) so their draws do not depend on the batch.
+A row that verifies a drafted token d (speculative decoding) keeps d with probability p(d) and otherwise
+draws from p without d: exact rejection sampling for a point-mass draft; greedy rows take the argmax.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
 
 def apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
     """Keep tokens scoring at least the k-th best (ties at the k-th value are kept); top_k [R, 1] int64."""
-    kth = torch.sort(logits, dim=-1, descending=True).values.gather(1, top_k - 1)
+    kth = torch.topk(logits, int(top_k.max()), dim=-1).values.gather(1, top_k - 1)  # no full sort of V
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
@@ -130,10 +132,12 @@ class Sampler:
         return gen
 
     def __call__(
-        self, logits: torch.Tensor, contexts: Sequence["TextContext"], masks: "TokenMasks | None" = None
+        self, logits: torch.Tensor, contexts: Sequence["TextContext"], masks: "TokenMasks | None" = None,
+        drafts: Sequence[int] | None = None,
     ) -> SamplerOutput:
         """`masks`: structured-output token masks of some rows (maxcli.engine.structured), computed while
-        the forward pass ran; rows without a constraint skip every step of their own."""
+        the forward pass ran; rows without a constraint skip every step of their own. `drafts`: per row,
+        the drafted token it verifies (-1: none); a context may own several consecutive rows."""
         if logits.dim() != 2 or logits.shape[0] != len(contexts):
             raise ValueError(f"expected logits [{len(contexts)}, vocab], got {list(logits.shape)}")
         raw = logits.float()
@@ -178,7 +182,8 @@ class Sampler:
             tokens[g] = x[g].argmax(dim=-1)
         if sampled:
             s = torch.tensor(sampled, device=x.device)
-            tokens[s] = self._sample(x[s], [contexts[i] for i in sampled])
+            row_drafts = None if drafts is None else [drafts[i] for i in sampled]
+            tokens[s] = self._sample(x[s], [contexts[i] for i in sampled], row_drafts)
 
         token_list = tokens.cpu()
         return SamplerOutput(token_ids=token_list, logprobs=self._logprobs(shaped, token_list, sps))
@@ -202,7 +207,7 @@ class Sampler:
             ids.extend(ctx.eos_token_ids)
         return ids
 
-    def _sample(self, x: torch.Tensor, contexts: list["TextContext"]) -> torch.Tensor:
+    def _sample(self, x: torch.Tensor, contexts: list["TextContext"], drafts: list[int] | None = None) -> torch.Tensor:
         sps = [c.sampling_params for c in contexts]
         V = x.shape[1]
         x = x / _column([sp.temperature for sp in sps], x)
@@ -224,7 +229,28 @@ class Sampler:
         for i, (ctx, sp) in enumerate(zip(contexts, sps)):
             if sp.seed is not None:
                 noise[i].exponential_(generator=_request_generator(ctx, x.device))
-        return (probs / noise).argmax(dim=-1)
+        if drafts is None or all(d < 0 for d in drafts):
+            return (probs / noise).argmax(dim=-1)
+        return self._verify(probs, noise, contexts, drafts)
+
+    def _verify(self, probs: torch.Tensor, noise: torch.Tensor, contexts: list["TextContext"],
+                drafts: list[int]) -> torch.Tensor:
+        """Rows with a draft d: d with probability p(d) (u ~ U[0, 1) < p(d)), else a draw from p with d removed
+        (the same exponential race on the remaining mass); rows without a draft: a plain draw."""
+        d = torch.tensor(drafts, dtype=torch.int64, device=probs.device)
+        has = d >= 0
+        safe = d.clamp(min=0)[:, None]
+        u = torch.empty(len(drafts), device=probs.device)
+        unseeded = [i for i, c in enumerate(contexts) if c.sampling_params.seed is None]
+        if unseeded:
+            u[torch.tensor(unseeded, device=probs.device)] = torch.rand(
+                len(unseeded), device=probs.device, generator=self._shared_generator(probs.device))
+        for i, ctx in enumerate(contexts):
+            if ctx.sampling_params.seed is not None:
+                u[i] = torch.rand(1, device=probs.device, generator=_request_generator(ctx, probs.device))[0]
+        accept = has & (u < probs.gather(1, safe)[:, 0])
+        residual = torch.where(has[:, None], probs.scatter(1, safe, 0.0), probs)
+        return torch.where(accept, d, (residual / noise).argmax(dim=-1))
 
     @staticmethod
     def _logprobs(

@@ -6,6 +6,8 @@ Policy per step (token budget max_batch_input_tokens, at most max_batch_size seq
    the waiting queue; its hashed pages stay in the prefix cache, so the recompute is often cheap);
 2. then, if nothing was preempted this step, admit waiting requests first-come-first-served
    (never skipping the head), each with as much of its prompt as the budget allows (chunked prefill).
+With a speculator, a decoding request may also feed drafted tokens (its last token + k drafts, pages for all
+of them), within the same token budget; drafts are dropped before anything is preempted for them.
 Invariants: every request is in exactly one of `waiting` / `running` until it finishes, and is claimed
 in the KV manager for that whole time; running requests are in admission order (newest last);
 len(running) <= max_batch_size; a lone request always fits (checked in __init__), so work always progresses.
@@ -22,6 +24,7 @@ from maxcli.interfaces import GenerationStatus, InputError, RequestID, TextGener
 from maxcli.kv_cache.paged_cache import PagedKVCacheManager
 
 if TYPE_CHECKING:
+    from maxcli.engine.speculative import Speculator
     from maxcli.pipelines.core.context import TextContext
 
 
@@ -31,6 +34,8 @@ class SchedulerOutput:
 
     scheduled: list[tuple["TextContext", int]] = field(default_factory=list)
     preempted: list["TextContext"] = field(default_factory=list)
+    # request id -> tokens drafted after its last token; its scheduled count is 1 + len(draft)
+    drafts: dict[RequestID, list[int]] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
@@ -51,6 +56,7 @@ class Scheduler:
         max_batch_size: int,
         max_batch_input_tokens: int,
         max_seq_len: int,
+        speculator: "Speculator | None" = None,
     ) -> None:
         for name, value in (
             ("max_batch_size", max_batch_size),
@@ -69,6 +75,7 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.max_batch_input_tokens = max_batch_input_tokens
         self.max_seq_len = max_seq_len
+        self.speculator = speculator
         self.waiting: deque[TextContext] = deque()
         self.running: list[TextContext] = []
         self._contexts: dict[RequestID, TextContext] = {}
@@ -93,6 +100,14 @@ class Scheduler:
     def _limit(self, ctx: "TextContext") -> int:
         """Most tokens (prompt + output) the request may ever hold."""
         return min(ctx.max_length, self.max_seq_len)
+
+    def _draft(self, ctx: "TextContext", budget: int) -> list[int]:
+        """Drafted tokens for a decoding request: at most budget - 1, and never past its output limit (this
+        step emits up to len(draft) + 1 tokens)."""
+        if self.speculator is None:
+            return []
+        room = min(ctx.max_new_tokens, self._limit(ctx) - ctx.prompt_len) - ctx.num_output_tokens - 1
+        return self.speculator.draft(ctx, min(room, budget - 1))
 
     # -- adding and removing --------------------------------------------------------------------
     def add(self, context: "TextContext") -> None:
@@ -145,6 +160,7 @@ class Scheduler:
         budget = self.max_batch_input_tokens
         chosen: dict[RequestID, tuple[TextContext, int]] = {}  # insertion order = batch order
         preempted: list[TextContext] = []
+        drafts: dict[RequestID, list[int]] = {}
 
         decodes = [c for c in self.running if c.active_length == 1]
         prefills = [c for c in self.running if c.active_length > 1]
@@ -154,18 +170,25 @@ class Scheduler:
             if ctx in preempted:
                 continue
             n = min(ctx.active_length, budget)
+            draft = self._draft(ctx, budget) if ctx.active_length == 1 else []
+            if draft and not self.kv.can_alloc(ctx, num_steps=1 + len(draft), num_tokens=ctx.num_computed_tokens + 1 + len(draft)):
+                draft = []
+            n += len(draft)
             target = ctx.num_computed_tokens + n
-            while not self.kv.can_alloc(ctx, num_tokens=target):
+            while not self.kv.can_alloc(ctx, num_steps=n, num_tokens=target):
                 victim = self.running[-1]
                 self._preempt(victim)
                 preempted.append(victim)
+                drafts.pop(victim.request_id, None)
                 if victim.request_id in chosen:
                     budget += chosen.pop(victim.request_id)[1]
                 if victim is ctx:
                     break
             else:
-                self.kv.alloc(ctx, num_tokens=target)
+                self.kv.alloc(ctx, num_steps=n, num_tokens=target)
                 chosen[ctx.request_id] = (ctx, n)
+                if draft:
+                    drafts[ctx.request_id] = draft
                 budget -= n
 
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_batch_size:
@@ -180,20 +203,27 @@ class Scheduler:
             chosen[ctx.request_id] = (ctx, n)
             budget -= n
 
-        return SchedulerOutput(scheduled=list(chosen.values()), preempted=preempted)
+        return SchedulerOutput(scheduled=list(chosen.values()), preempted=preempted, drafts=drafts)
 
     def postprocess(
-        self, output: SchedulerOutput, sampled: dict[RequestID, int | None]
+        self, output: SchedulerOutput, sampled: dict[RequestID, int | None],
+        more_tokens: dict[RequestID, list[int]] | None = None,
     ) -> list["TextContext"]:
         """Account for a finished forward and return the requests that finished in it.
 
         `sampled` maps request ids to the token drawn for each sequence whose chunk reached the end of
-        its tokens (others may be absent or None). Requests aborted since schedule() are skipped.
+        its tokens (others may be absent or None); `more_tokens` holds the further tokens a drafted request
+        emits (its accepted drafts after the first, and the final one). Requests aborted since schedule()
+        are skipped.
         """
         finished: list[TextContext] = []
         for ctx, n in output.scheduled:
             if self._contexts.get(ctx.request_id) is not ctx:
                 continue  # finished or aborted since schedule(); a live scheduled request is running
+            if ctx.request_id in output.drafts:
+                if self._emit(ctx, [int(sampled[ctx.request_id])] + list((more_tokens or {}).get(ctx.request_id, []))):
+                    finished.append(ctx)
+                continue
             ctx.num_computed_tokens += n
             self.kv.commit(ctx)
             if ctx.num_computed_tokens < len(ctx.tokens):
@@ -206,6 +236,25 @@ class Scheduler:
                 self._finish(ctx, status)
                 finished.append(ctx)
         return finished
+
+
+    def _emit(self, ctx: "TextContext", tokens: list[int]) -> bool:
+        """Append a drafted request's emitted tokens (stopping at a final status); True when it finished.
+
+        The KV cache now holds its fed last token and the accepted drafts, i.e. every appended token but
+        the newest one (the first `len(tokens) - 1` emitted tokens are the accepted drafts)."""
+        before = len(ctx.tokens)
+        status = GenerationStatus.ACTIVE
+        for token in tokens:
+            status = append_token_and_check(ctx, token, self.max_seq_len)
+            if status.is_done:
+                break
+        ctx.num_computed_tokens += max(1, len(ctx.tokens) - before)
+        self.kv.commit(ctx)
+        if status.is_done:
+            self._finish(ctx, status)
+            return True
+        return False
 
 
 def append_token_and_check(ctx: "TextContext", token: int, max_seq_len: int) -> GenerationStatus:

@@ -7,7 +7,7 @@ plus a handful of vectorized torch ops over the T packed tokens; no per-token Py
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -23,23 +23,28 @@ if TYPE_CHECKING:
 class StepInputs:
     """input_ids / positions [T] int64, packed in batch order; `attention` carries the paged metadata.
 
-    attention.logits_indices [S] selects the packed rows whose logits the sampler needs: the last new
-    token of each sequence whose chunk reaches the end of its tokens, in the order of `sample_contexts`.
+    attention.logits_indices [R] selects the packed rows whose logits the sampler needs: the last new
+    token of each sequence whose chunk reaches the end of its tokens, in the order of `sample_contexts`;
+    a sequence fed with drafted tokens has one row per fed token (`rows_per_context`).
     """
 
     input_ids: torch.Tensor
     positions: torch.Tensor
     attention: AttentionMetadata
     sample_contexts: list[TextContext]
+    rows_per_context: list[int] | None = None  # None: one row each
 
 
 def build_step_inputs(
     kv: PagedKVCacheManager,
     batch: Sequence[tuple[TextContext, int]],
     device: str | torch.device | None = None,
+    drafts: Mapping[Any, list[int]] | None = None,
 ) -> StepInputs:
     """Pack the new tokens [num_computed_tokens, num_computed_tokens + n) of each context.
 
+    A context in `drafts` (request id -> drafted tokens) is a decode fed its last token followed by the
+    drafts: n = 1 + len(draft), and every one of those positions gets a logits row.
     Pages must already cover those positions (kv.alloc); raises ValueError otherwise.
     """
     if not batch:
@@ -52,23 +57,30 @@ def build_step_inputs(
     tables: list[torch.Tensor] = []
     sample_rows: list[int] = []
     sample_contexts: list[TextContext] = []
+    rows_per_context: list[int] = []
+    drafts = drafts or {}
     for b, (ctx, n) in enumerate(batch):
         start = ctx.num_computed_tokens
-        end = start + n
+        draft = drafts.get(ctx.request_id, ())
+        end = start + n - len(draft)  # the context's own tokens end here; drafts follow
+        if draft and (n != 1 + len(draft) or end != len(ctx.tokens)):
+            raise ValueError(f"request {ctx.request_id}: a draft follows a decode's last token, got n={n}")
         if n < 1 or end > len(ctx.tokens):
             raise ValueError(
                 f"request {ctx.request_id}: cannot feed {n} tokens from position {start} of {len(ctx.tokens)}"
             )
         table = kv.block_table_tensor(ctx.request_id)
-        if table.numel() * ps < end:
-            raise ValueError(f"request {ctx.request_id}: KV pages cover {table.numel() * ps} of {end} positions")
+        if table.numel() * ps < start + n:
+            raise ValueError(f"request {ctx.request_id}: KV pages cover {table.numel() * ps} of {start + n} positions")
         ids.extend(ctx.tokens[start:end])
+        ids.extend(draft)
         starts.append(start)
         lens.append(n)
         tables.append(table)
         if end == len(ctx.tokens):
             sample_rows.append(b)
             sample_contexts.append(ctx)
+            rows_per_context.append(n if draft else 1)
 
     block_tables = pad_sequence(tables, batch_first=True, padding_value=0)  # [B, max_pages] int32
     lens_t = torch.tensor(lens, dtype=torch.int64)
@@ -83,7 +95,20 @@ def build_step_inputs(
         positions = torch.arange(len(ids)) - cu[:-1][seq_idx] + starts_t[seq_idx]
     slot_mapping = block_tables[seq_idx, positions // ps].to(torch.int64) * ps + positions % ps
     seq_lens_k = starts_t + lens_t
+    max_q, max_k = max(lens), max(s + n for s, n in zip(starts, lens))
     logits_indices = cu[1:][torch.tensor(sample_rows, dtype=torch.int64)] - 1
+    if drafts:  # a drafted sequence's rows are all its fed positions
+        last = logits_indices.tolist()
+        logits_indices = torch.tensor([i for end_row, r in zip(last, rows_per_context)
+                                       for i in range(end_row - r + 1, end_row + 1)], dtype=torch.int64)
+        if all(c.active_length == 1 and n == 1 + len(drafts.get(c.request_id, ())) for c, n in batch):
+            # Decodes only: each fed token (a drafted one too) is a row of its own that attends to the
+            # positions up to it. Every layer writes all rows' K/V before any row attends, so this is causal
+            # attention, and each row's arithmetic is that of a one-token decode (the fused decode step
+            # takes it as is).
+            block_tables, seq_lens_k = block_tables[seq_idx], positions + 1
+            cu = torch.arange(len(ids) + 1, dtype=torch.int64)
+            max_q, lens = 1, [1] * len(ids)
 
     def to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return t.to(device=device, dtype=dtype, non_blocking=True)
@@ -93,8 +118,8 @@ def build_step_inputs(
         block_tables=to(block_tables, torch.int32),
         cu_seqlens_q=to(cu, torch.int32),
         seq_lens_k=to(seq_lens_k, torch.int32),
-        max_seqlen_q=max(lens),
-        max_seqlen_k=max(s + n for s, n in zip(starts, lens)),
+        max_seqlen_q=max_q,
+        max_seqlen_k=max_k,
         is_decode=len(ids) == len(lens),
         logits_indices=to(logits_indices, torch.int64),
     )
@@ -103,4 +128,5 @@ def build_step_inputs(
         positions=to(positions, torch.int64),
         attention=attention,
         sample_contexts=sample_contexts,
+        rows_per_context=rows_per_context if drafts else None,
     )

@@ -38,6 +38,11 @@ class EngineStats:
     kv_total_pages: int = 0
     prefix_cache_hit_rate: float = 0.0
     num_preemptions: int = 0
+    # speculative decoding (all zero when it is off): tokens drafted and accepted, per draft position
+    spec_drafted_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_drafted_per_position: tuple[int, ...] = ()
+    spec_accepted_per_position: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,13 @@ class EngineDriver:
 
     def _snapshot(self) -> EngineStats:
         sched, kv = self.engine.scheduler, self.engine.pipeline.kv_manager
+        spec = self.engine.speculator.stats if self.engine.speculator is not None else None
+        drafting = {} if spec is None else {
+            "spec_drafted_tokens": spec.drafted_tokens, "spec_accepted_tokens": spec.accepted_tokens,
+            "spec_drafted_per_position": tuple(spec.drafted_per_position),
+            "spec_accepted_per_position": tuple(spec.accepted_per_position)}
         return EngineStats(
+            **drafting,
             num_waiting=sched.num_waiting,
             num_running=sched.num_running,
             kv_used_pages=kv.num_used_blocks,

@@ -53,6 +53,21 @@ class _EngineCollector(Collector):
             routed.add_metric([str(i)], n)
         yield preemptions
         yield routed
+        drafted = CounterMetricFamily("maxcli_spec_decode_num_draft_tokens", "Tokens drafted by speculative decoding.",
+                                      labels=["replica"])
+        accepted = CounterMetricFamily("maxcli_spec_decode_num_accepted_tokens",
+                                       "Drafted tokens the model accepted.", labels=["replica"])
+        per_position = GaugeMetricFamily("maxcli_spec_decode_acceptance_rate_per_position",
+                                         "Fraction of drafts whose token at this position was accepted.",
+                                         labels=["replica", "position"])
+        for i, (s, _) in enumerate(replicas):
+            drafted.add_metric([str(i)], s.spec_drafted_tokens)
+            accepted.add_metric([str(i)], s.spec_accepted_tokens)
+            for pos, (d, a) in enumerate(zip(s.spec_drafted_per_position, s.spec_accepted_per_position)):
+                per_position.add_metric([str(i), str(pos)], a / d if d else 0.0)
+        yield drafted
+        yield accepted
+        yield per_position
 
 
 class ServerMetrics:

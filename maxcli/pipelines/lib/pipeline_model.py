@@ -26,6 +26,7 @@ class ModelInputs:
     attention: AttentionMetadata
     request_ids: list[Any] = field(default_factory=list)
     return_n_logits: int = 1  # 1: the last token of each sequence; -1: every token (prompt logprobs)
+    rows_per_context: list[int] | None = None  # logits rows of each sampled sequence (drafts); None: one each
 
 
 @dataclass
@@ -50,7 +51,8 @@ class PipelineModel(ABC):
 
     @abstractmethod
     def prepare_initial_token_inputs(
-        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1,
+        drafts: Mapping[Any, list[int]] | None = None,
     ) -> ModelInputs: ...
 
     @abstractmethod
@@ -117,18 +119,24 @@ class TorchTextGenerationModel(PipelineModel):
     # -- inputs -----------------------------------------------------------------------------------------
 
     def prepare_initial_token_inputs(
-        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1,
+        drafts: Mapping[Any, list[int]] | None = None,
     ) -> ModelInputs:
-        """Feed each context's next chunk (its scheduled tokens, else all not yet in the cache)."""
+        """Feed each context's next chunk (its scheduled tokens, else all not yet in the cache); a context in
+        `drafts` is fed its last token and its drafted tokens, with a logits row for each."""
         from maxcli.kv_cache import build_step_inputs
 
-        step = build_step_inputs(self.kv_manager, [(c, c.next_chunk_length) for c in context_batch], self.device)
+        drafts = drafts or {}
+        batch = [(c, 1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length)
+                 for c in context_batch]
+        step = build_step_inputs(self.kv_manager, batch, self.device, drafts=drafts)
         return ModelInputs(
             input_ids=step.input_ids,
             positions=step.positions,
             attention=step.attention,
             request_ids=[c.request_id for c in step.sample_contexts],
             return_n_logits=return_n_logits,
+            rows_per_context=step.rows_per_context,
         )
 
     def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs:

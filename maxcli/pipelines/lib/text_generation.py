@@ -16,6 +16,7 @@ import torch
 from maxcli.engine import structured
 from maxcli.engine.sampler import Sampler, prompt_logprobs
 from maxcli.engine.scheduler import append_token_and_check
+from maxcli.engine.speculative import accepted_prefix
 from maxcli.interfaces import (
     GenerationStatus,
     LogProbabilities,
@@ -34,6 +35,10 @@ class StepResult:
 
     sampled: dict[RequestID, int] = field(default_factory=dict)
     logprobs: dict[RequestID, tuple[float, dict[int, float]]] = field(default_factory=dict)
+    # drafted requests: the tokens they emit after `sampled` (accepted drafts, then the final token)
+    more_tokens: dict[RequestID, list[int]] = field(default_factory=dict)
+    more_logprobs: dict[RequestID, list[tuple[float, dict[int, float]]]] = field(default_factory=dict)
+    drafted: dict[RequestID, tuple[int, int]] = field(default_factory=dict)  # (drafted, accepted) tokens
 
 
 class TextGenerationPipeline(Pipeline):
@@ -57,32 +62,52 @@ class TextGenerationPipeline(Pipeline):
 
     # -- the engine's step --------------------------------------------------------------------------
 
-    def forward_and_sample(self, scheduled: Sequence[tuple[TextContext, int]]) -> StepResult:
-        """One forward over the scheduled chunks (pages already allocated) and sampling; contexts untouched."""
+    def forward_and_sample(self, scheduled: Sequence[tuple[TextContext, int]],
+                           drafts: dict[RequestID, list[int]] | None = None) -> StepResult:
+        """One forward over the scheduled chunks (pages already allocated) and sampling; contexts untouched.
+
+        `drafts`: decoding requests fed their last token plus these drafted tokens (maxcli.engine.speculative);
+        each gets a logits row per fed token and emits its accepted drafts plus one token."""
+        drafts = drafts or {}
         for ctx, n in scheduled:
             ctx.scheduled_tokens = n
         contexts = [c for c, _ in scheduled]
         want_prompt_lp = [c for c in contexts if _wants_prompt_logprobs(c)]
-        inputs = self.pipeline_model.prepare_initial_token_inputs(contexts, return_n_logits=-1 if want_prompt_lp else 1)
+        inputs = self.pipeline_model.prepare_initial_token_inputs(
+            contexts, return_n_logits=-1 if want_prompt_lp else 1, **({"drafts": drafts} if drafts else {}))
         for c in contexts:
             c.scheduled_tokens = None
         sampling = set(inputs.request_ids)
         sample_ctxs = [c for c in contexts if c.request_id in sampling]
-        masks = structured.start_masks(sample_ctxs)  # overlaps the forward pass
+        # one sampler row per logits row: a drafted request's rows verify its drafts in order
+        row_ctxs = [c for c in sample_ctxs for _ in range(1 + len(drafts.get(c.request_id, ())))]
+        row_drafts = [t for c in sample_ctxs for t in [*drafts.get(c.request_id, ()), -1]] if drafts else None
+        masks = structured.start_masks(row_ctxs)  # overlaps the forward pass
         outputs = self.pipeline_model.execute(inputs)
         if want_prompt_lp:
             self._collect_prompt_logprobs(scheduled, inputs, outputs.all_logits)
         result = StepResult()
         if not sample_ctxs:
             return result
-        out = self.sampler(outputs.logits, sample_ctxs, masks)
+        out = self.sampler(outputs.logits, row_ctxs, masks, row_drafts)
         token_ids = out.token_ids.tolist()
         if masks is not None:
-            structured.advance(sample_ctxs, token_ids)
-        for ctx, tok, lp in zip(sample_ctxs, token_ids, out.logprobs):
-            result.sampled[ctx.request_id] = tok
-            if lp is not None:
-                result.logprobs[ctx.request_id] = lp
+            structured.advance(row_ctxs, token_ids)
+        row = 0
+        for ctx in sample_ctxs:
+            draft = drafts.get(ctx.request_id, [])
+            rows = range(row, row + 1 + len(draft))
+            row = rows.stop
+            emitted = accepted_prefix([token_ids[r] for r in rows], draft)
+            result.sampled[ctx.request_id] = emitted[0]
+            lps = [out.logprobs[r] for r in rows[: len(emitted)]]
+            if lps[0] is not None:
+                result.logprobs[ctx.request_id] = lps[0]
+            if draft:
+                result.more_tokens[ctx.request_id] = emitted[1:]
+                result.drafted[ctx.request_id] = (len(draft), len(emitted) - 1)
+                if lps[0] is not None:
+                    result.more_logprobs[ctx.request_id] = lps[1:]  # type: ignore[assignment]
         return result
 
     def _collect_prompt_logprobs(
