@@ -42,7 +42,8 @@ class _RequestState:
 
 
 class LLMEngine:
-    def __init__(self, tokenizer: Any, pipeline: Any, config: Any) -> None:
+    def __init__(self, tokenizer: Any, pipeline: Any, config: Any, draft_pipeline: Any = None) -> None:
+        """`draft_pipeline`: the draft model's pipeline for standalone speculative decoding."""
         self.tokenizer = tokenizer
         self.pipeline = pipeline
         self.config = config
@@ -50,7 +51,7 @@ class LLMEngine:
         drafting = spec is not None and spec.speculative_method is not None
         if drafting and not _drafts_supported(pipeline):
             raise ConfigError("speculative decoding needs the native engine (--engine max)")
-        self.speculator = Speculator(config) if drafting else None
+        self.speculator = Speculator(config, draft_pipeline) if drafting else None
         self.scheduler = Scheduler(
             pipeline.kv_manager,
             max_batch_size=config.max_batch_size,
@@ -69,7 +70,13 @@ class LLMEngine:
 
         run_if_torchrun_worker(config)  # under torchrun, ranks > 0 serve rank 0's steps and exit here
         tokenizer, pipeline = load_text_generation(config)
-        return cls(tokenizer, pipeline, config)
+        draft = None
+        if config.speculative.speculative_method == "standalone":
+            from maxcli.engine.draft_model import check_same_vocabulary, draft_config
+
+            draft_tokenizer, draft = load_text_generation(draft_config(config, pipeline))
+            check_same_vocabulary(tokenizer, draft_tokenizer, config.speculative.draft_model)
+        return cls(tokenizer, pipeline, config, draft)
 
     # -- requests -----------------------------------------------------------------------------------
 

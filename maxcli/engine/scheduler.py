@@ -101,13 +101,15 @@ class Scheduler:
         """Most tokens (prompt + output) the request may ever hold."""
         return min(ctx.max_length, self.max_seq_len)
 
-    def _draft(self, ctx: "TextContext", budget: int) -> list[int]:
-        """Drafted tokens for a decoding request: at most budget - 1, and never past its output limit (this
-        step emits up to len(draft) + 1 tokens)."""
-        if self.speculator is None:
-            return []
-        room = min(ctx.max_new_tokens, self._limit(ctx) - ctx.prompt_len) - ctx.num_output_tokens - 1
-        return self.speculator.draft(ctx, min(room, budget - 1))
+    def _drafts(self, decodes: list["TextContext"]) -> dict[RequestID, list[int]]:
+        """Drafted tokens for decoding requests, never past a request's output limit (a step emits up to
+        len(draft) + 1 tokens) nor past the step's token budget."""
+        if self.speculator is None or not decodes:
+            return {}
+        spare = self.max_batch_input_tokens - len(decodes)
+        limits = [min(min(c.max_new_tokens, self._limit(c) - c.prompt_len) - c.num_output_tokens - 1, spare)
+                  for c in decodes]
+        return self.speculator.draft_many(list(zip(decodes, limits)))
 
     # -- adding and removing --------------------------------------------------------------------
     def add(self, context: "TextContext") -> None:
@@ -146,6 +148,8 @@ class Scheduler:
             self.waiting.remove(ctx)
         del self._contexts[ctx.request_id]
         self.kv.release(ctx.request_id)
+        if self.speculator is not None:
+            self.speculator.forget(ctx.request_id)
 
     def _preempt(self, ctx: "TextContext") -> None:
         self.running.remove(ctx)
@@ -164,13 +168,14 @@ class Scheduler:
 
         decodes = [c for c in self.running if c.active_length == 1]
         prefills = [c for c in self.running if c.active_length > 1]
+        proposed = self._drafts(decodes)
         for ctx in decodes + prefills:
             if budget == 0:
                 break
             if ctx in preempted:
                 continue
             n = min(ctx.active_length, budget)
-            draft = self._draft(ctx, budget) if ctx.active_length == 1 else []
+            draft = proposed.get(ctx.request_id, [])[: budget - 1] if ctx.active_length == 1 else []
             if draft and not self.kv.can_alloc(ctx, num_steps=1 + len(draft), num_tokens=ctx.num_computed_tokens + 1 + len(draft)):
                 draft = []
             n += len(draft)

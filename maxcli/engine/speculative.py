@@ -1,5 +1,8 @@
 """Speculative decoding: draft tokens for decoding requests, then keep the longest prefix the model agrees with.
 
+Drafts come from n-gram lookup in the request's own tokens (NgramProposer) or from a small draft model
+(maxcli.engine.draft_model).
+
 A step feeds a drafted request its last token plus k drafted ones and scores all k + 1 positions in the same
 forward as the rest of the batch. Row i verifies draft i (maxcli.engine.sampler: greedy rows take the argmax;
 sampled rows accept draft d with probability p(d) and otherwise draw from p with d removed, which is exact
@@ -100,21 +103,35 @@ def accepted_prefix(row_tokens: list[int], draft: list[int]) -> list[int]:
 
 
 class Speculator:
-    """The engine's drafting policy: which running requests get drafts this step, and how many tokens."""
+    """The engine's drafting policy: which decoding requests get drafts this step, and which tokens."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, draft_pipeline: Any = None) -> None:
         spec = config.speculative
         self.method = spec.speculative_method
         if self.method == "standalone":
-            from maxcli.interfaces import InputError
+            from maxcli.engine.draft_model import DraftModelProposer
 
-            raise InputError("speculative_method standalone is not available yet; use ngram")
-        self.proposer = NgramProposer(spec.ngram_prompt_lookup_min, spec.ngram_prompt_lookup_max,
-                                      spec.num_speculative_tokens)
+            if draft_pipeline is None:
+                raise ValueError("standalone drafting needs the draft model's pipeline")
+            self.draft_model: Any = DraftModelProposer(draft_pipeline, spec.num_speculative_tokens)
+            self.proposer: NgramProposer | None = None
+        else:
+            self.draft_model = None
+            self.proposer = NgramProposer(spec.ngram_prompt_lookup_min, spec.ngram_prompt_lookup_max,
+                                          spec.num_speculative_tokens)
         self.stats = SpeculativeStats()
 
-    def draft(self, ctx: "TextContext", room: int) -> list[int]:
-        """Draft tokens for a decoding request; `room`: tokens it may still append after this step's first."""
-        if room <= 0 or not speculation_allowed(ctx):
-            return []
-        return self.proposer.propose(ctx.tokens, room)
+    def draft_many(self, requests: list[tuple["TextContext", int]]) -> dict[Any, list[int]]:
+        """Drafts for decoding requests; `limit`: tokens each may still append after this step's first."""
+        eligible = [(ctx, limit) for ctx, limit in requests if limit > 0 and speculation_allowed(ctx)]
+        if self.draft_model is not None:
+            drafts = self.draft_model.propose_many(eligible)
+        else:
+            assert self.proposer is not None
+            drafts = {ctx.request_id: self.proposer.propose(ctx.tokens, limit) for ctx, limit in eligible}
+        return {rid: d for rid, d in drafts.items() if d}
+
+    def forget(self, request_id: Any) -> None:
+        """The request ended: drop its draft-model state (a no-op for n-gram drafting)."""
+        if self.draft_model is not None:
+            self.draft_model.forget(request_id)

@@ -96,6 +96,7 @@ def build_step_inputs(
     slot_mapping = block_tables[seq_idx, positions // ps].to(torch.int64) * ps + positions % ps
     seq_lens_k = starts_t + lens_t
     max_q, max_k = max(lens), max(s + n for s, n in zip(starts, lens))
+    decode_sequences = None
     logits_indices = cu[1:][torch.tensor(sample_rows, dtype=torch.int64)] - 1
     if drafts:  # a drafted sequence's rows are all its fed positions
         last = logits_indices.tolist()
@@ -109,6 +110,7 @@ def build_step_inputs(
             block_tables, seq_lens_k = block_tables[seq_idx], positions + 1
             cu = torch.arange(len(ids) + 1, dtype=torch.int64)
             max_q, lens = 1, [1] * len(ids)
+            decode_sequences = len(batch)
 
     def to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return t.to(device=device, dtype=dtype, non_blocking=True)
@@ -122,6 +124,7 @@ def build_step_inputs(
         max_seqlen_k=max_k,
         is_decode=len(ids) == len(lens),
         logits_indices=to(logits_indices, torch.int64),
+        num_decode_sequences=decode_sequences,
     )
     return StepInputs(
         input_ids=to(torch.tensor(ids, dtype=torch.int64), torch.int64),

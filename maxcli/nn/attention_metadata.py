@@ -32,6 +32,8 @@ class AttentionMetadata:
     max_seqlen_k: int
     is_decode: bool = False  # every sequence has exactly one new token
     logits_indices: torch.Tensor | None = None  # rows of the packed batch whose logits are needed
+    # a decode step whose rows include drafted tokens: the sequences it decodes (fewer than its rows)
+    num_decode_sequences: int | None = None
 
 
 class _StepState(threading.local):

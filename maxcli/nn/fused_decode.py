@@ -27,6 +27,8 @@ from maxcli.nn.norm import RMSNorm
 
 logger = logging.getLogger(__name__)
 
+DENSE_MIN_ROWS = 16  # csrc/gguf_matmul.cpp: from this many rows on, projections take the dense bf16 path
+
 _ACTIVATIONS = {ops.silu_and_mul: 0, ops.gelu_tanh_and_mul: 1}
 _NORMS = {
     "pre_norm": ("input_layernorm", "post_attention_layernorm", None, None),
@@ -150,13 +152,27 @@ class FusedDecodeStep:
             return None
         if not self._fresh_caches() or bool((meta.slot_mapping < 0).any()):
             return None
+        sequences = meta.num_decode_sequences
+        if sequences is not None and sequences < DENSE_MIN_ROWS <= batch:
+            # Drafted rows of fewer sequences than the kernels' dense threshold: in chunks under it, so
+            # every row takes the integer path a plain decode of these sequences takes (same arithmetic,
+            # so the same greedy tokens). A sequence's rows are consecutive and chunks run in order, so each
+            # row still finds the K/V of the rows before it.
+            step = DENSE_MIN_ROWS - 1
+            return torch.cat([self._run(input_ids[i:i + step], positions[i:i + step], meta.block_tables[i:i + step],
+                                        meta.seq_lens_k[i:i + step], meta.slot_mapping[i:i + step])
+                              for i in range(0, batch, step)])
+        return self._run(input_ids, positions, meta.block_tables, meta.seq_lens_k, meta.slot_mapping)
+
+    def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
+             seq_lens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         h = self.model.embed(input_ids).float().contiguous()
         cos_sin = torch.stack([rope.cos_sin_cache[rope.table_positions(positions)].float() for rope in self.ropes.values()])
         heads, kv_heads, head_dim = self.heads
         return torch.ops.maxcli_cpu.decode_step(
             h, self.norms, self.raws, self.qtypes, self.rows, self.parts, self.biases, *self._caches,
-            self.final_norm, cos_sin, meta.block_tables.to(torch.int32).contiguous(),
-            meta.seq_lens_k.to(torch.int32).contiguous(), meta.slot_mapping.to(torch.int64).contiguous(),
+            self.final_norm, cos_sin, block_tables.to(torch.int32).contiguous(),
+            seq_lens.to(torch.int32).contiguous(), slots.to(torch.int64).contiguous(),
             self.layer_tables, self.windows,
             heads, kv_heads, head_dim, self.neox, self.sandwich, self.act, self.offset, self.scale, self.softcap, self.eps,
         )

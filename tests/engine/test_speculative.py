@@ -185,3 +185,42 @@ def test_pages_stay_exact_under_drafts_and_preemption(tiny_model: Path) -> None:
     run()
     assert sum(drafted) > 100 and sum(1 for d in drafted if d) >= len(drafted) // 2, drafted
     assert any(preempted), preempted
+
+
+@pytest.fixture(scope="module")
+def tiny_smollm2_vocab(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Path:
+    """A random 2-layer Llama with SmolLM2's tokenizer: a (poor) draft model for SmolLM2."""
+    from tiny_checkpoints import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("draft_tiny"), smollm2_gguf, seed=5, max_positions=1024)
+
+
+@pytest.mark.parametrize("model", ["smollm2_gguf", "qwen_gguf"])
+def test_standalone_draft_model_is_exact(model: str, request: pytest.FixtureRequest) -> None:
+    """Greedy outputs with a draft model equal plain decoding: SmolLM2 drafted by a tiny random model of its
+    vocabulary (most drafts rejected), Qwen drafted by itself (most accepted); both caches end empty."""
+    path = str(request.getfixturevalue(model))
+    draft = str(request.getfixturevalue("tiny_smollm2_vocab")) if model == "smollm2_gguf" else path
+    texts = prompts(12)
+    sp = SamplingParams(temperature=0.0, max_new_tokens=16)
+    results = {}
+    for method in (None, "standalone"):
+        llm = LLM(path, max_length=512, max_batch_size=16, speculative_method=method,
+                  draft_model=draft if method else None)
+        batch = [o.token_ids for o in llm.generate(texts, sp, use_chat_template=True)]
+        solo = [llm.generate([t], sp, use_chat_template=True)[0].token_ids for t in texts[:2]]
+        results[method] = (batch, solo)
+        assert llm.engine.pipeline.kv_manager.num_used_blocks == 0
+        if method:
+            speculator = llm.engine.speculator
+            assert speculator.draft_model.kv.num_used_blocks == 0 and speculator.stats.drafted_tokens > 0
+            if draft == path:
+                assert speculator.stats.acceptance_rate > 0.8, speculator.stats.to_dict()
+    assert results["standalone"] == results[None]
+
+
+def test_draft_model_with_another_vocabulary_is_refused(smollm2_gguf: Path, qwen_gguf: Path) -> None:
+    from maxcli.interfaces import InputError
+
+    with pytest.raises(InputError, match="must share the target's tokenizer"):
+        LLM(str(smollm2_gguf), max_length=256, speculative_method="standalone", draft_model=str(qwen_gguf))
