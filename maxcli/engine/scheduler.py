@@ -7,7 +7,8 @@ Policy per step (token budget max_batch_input_tokens, at most max_batch_size seq
 2. then, if nothing was preempted this step, admit waiting requests first-come-first-served
    (never skipping the head), each with as much of its prompt as the budget allows (chunked prefill).
 With a speculator, a decoding request may also feed drafted tokens (its last token + k drafts, pages for all
-of them), within the same token budget; drafts are dropped before anything is preempted for them.
+of them), within the same token budget, in steps without prefill chunks; drafts are dropped before anything
+is preempted for them.
 Invariants: every request is in exactly one of `waiting` / `running` until it finishes, and is claimed
 in the KV manager for that whole time; running requests are in admission order (newest last);
 len(running) <= max_batch_size; a lone request always fits (checked in __init__), so work always progresses.
@@ -208,6 +209,12 @@ class Scheduler:
             chosen[ctx.request_id] = (ctx, n)
             budget -= n
 
+        if drafts and any(ctx.active_length > 1 for ctx, _ in chosen.values()):
+            # A step with prefill chunks runs the varlen path, whose arithmetic for a drafted row is not a
+            # one-token decode's: drafts wait for a decode-only step (their extra pages stay allocated).
+            for rid in drafts:
+                chosen[rid] = (chosen[rid][0], 1)
+            drafts = {}
         return SchedulerOutput(scheduled=list(chosen.values()), preempted=preempted, drafts=drafts)
 
     def postprocess(
