@@ -49,7 +49,7 @@ def quantized_activations(x: torch.Tensor) -> torch.Tensor:
     return (torch.round(groups * inv) * d).reshape(x.shape)
 
 
-SHAPES = [(1, 17, 256), (3, 33, 512), (5, 7, 768), (4, 64, 256), (9, 1, 512)]
+SHAPES = [(1, 17, 256), (2, 9, 256), (3, 33, 512), (5, 7, 768), (4, 64, 256), (6, 5, 512), (7, 3, 256), (9, 1, 512)]
 
 
 @pytest.mark.parametrize("qtype", sorted(SCALE_OFFSETS, key=int), ids=lambda q: q.name)
@@ -75,6 +75,18 @@ def test_int8_path_matches_float64_on_quantized_activations(qtype: Q, shape: tup
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
     exact = x.double() @ w.T + bias.double()
     assert (got.double() - exact).abs().max() > 1e-6  # activations really are quantized on this path
+
+
+@pytest.mark.parametrize("qtype", sorted(SCALE_OFFSETS, key=int), ids=lambda q: q.name)
+def test_int8_rows_do_not_depend_on_the_batch(qtype: Q) -> None:
+    """Under 16 rows each output row is bit-identical to that row multiplied alone, whatever tile (4, 3,
+    2 or 1 rows) it falls in: speculative decoding's exactness rests on it."""
+    n, k = 19, 512
+    raw = torch.from_numpy(random_rows(qtype, n, k, seed=int(qtype) + 7))
+    x = 2 * torch.randn(15, k, generator=torch.Generator().manual_seed(int(qtype)))
+    alone = torch.cat([ops.gguf_linear(x[i:i + 1], [raw], [qtype], [n], None) for i in range(15)])
+    for m in (2, 3, 4, 5, 6, 7, 11, 15):
+        assert torch.equal(ops.gguf_linear(x[:m], [raw], [qtype], [n], None), alone[:m]), m
 
 
 @pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q8_0, Q.Q4_K, Q.Q6_K, Q.Q3_K], ids=lambda q: q.name)

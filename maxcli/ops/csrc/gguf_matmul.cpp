@@ -156,10 +156,15 @@ void matmul_rows(const uint8_t* w, int64_t row_bytes, const QuantizedRows& a, co
         dot_tile<T, TILE_M>(w + n * row_bytes, a, m, out);
         for (int t = 0; t < TILE_M; ++t) y[(m + t) * ldy + n] = out[t] + (bias ? bias[n] : 0.f);
       }
-    for (; m < a.rows; ++m)
+    // The last 1-3 rows as one narrower tile (each row's arithmetic is the same in any tile width), so a
+    // step of 2 or 3 rows decodes each weight chunk once, not once per row.
+    const int64_t rest = a.rows - m;
+    if (rest > 0)
       for (int64_t n = nb; n < ne; ++n) {
-        dot_tile<T, 1>(w + n * row_bytes, a, m, out);
-        y[m * ldy + n] = out[0] + (bias ? bias[n] : 0.f);
+        if (rest == 3) dot_tile<T, 3>(w + n * row_bytes, a, m, out);
+        else if (rest == 2) dot_tile<T, 2>(w + n * row_bytes, a, m, out);
+        else dot_tile<T, 1>(w + n * row_bytes, a, m, out);
+        for (int64_t t = 0; t < rest; ++t) y[(m + t) * ldy + n] = out[t] + (bias ? bias[n] : 0.f);
       }
   }
 }
