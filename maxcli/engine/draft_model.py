@@ -10,12 +10,10 @@ model over the drafting requests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from maxcli.interfaces import InputError, RequestID, SamplingParams
-
-if TYPE_CHECKING:
-    from maxcli.pipelines.core.context import TextContext
+from maxcli.pipelines.core.context import TextContext
 
 
 def draft_config(config: Any, target_pipeline: Any) -> Any:
@@ -45,18 +43,15 @@ def check_same_vocabulary(target_tokenizer: Any, draft_tokenizer: Any, draft_nam
 
 class DraftModelProposer:
     def __init__(self, pipeline: Any, num_tokens: int) -> None:
-        from maxcli.pipelines.core.context import TextContext
-
         self.pipeline, self.num_tokens = pipeline, num_tokens
         self.kv = pipeline.kv_manager
         self._mirrors: dict[RequestID, TextContext] = {}
-        self._context_class = TextContext
         self._greedy = SamplingParams(temperature=0.0)
 
-    def _mirror(self, ctx: "TextContext") -> "TextContext":
+    def _mirror(self, ctx: TextContext) -> TextContext:
         mirror = self._mirrors.get(ctx.request_id)
         if mirror is None:
-            mirror = self._context_class(request_id=ctx.request_id, tokens=list(ctx.tokens), max_length=ctx.max_length,
+            mirror = TextContext(request_id=ctx.request_id, tokens=list(ctx.tokens), max_length=ctx.max_length,
                                          sampling_params=self._greedy)
             self.kv.claim(ctx.request_id)
             self._mirrors[ctx.request_id] = mirror
@@ -72,7 +67,7 @@ class DraftModelProposer:
         if self._mirrors.pop(request_id, None) is not None:
             self.kv.release(request_id)
 
-    def propose_many(self, requests: list[tuple["TextContext", int]]) -> dict[RequestID, list[int]]:
+    def propose_many(self, requests: list[tuple[TextContext, int]]) -> dict[RequestID, list[int]]:
         """Drafts (up to min(limit, num_tokens) each) for (context, limit) pairs, in one round of steps."""
         live: list[tuple[Any, int]] = []
         for ctx, limit in requests:

@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 def speculation_allowed(ctx: "TextContext") -> bool:
     sp = ctx.sampling_params
     return (sp.repetition_penalty == 1.0 and not sp.frequency_penalty and not sp.presence_penalty
-            and CONSTRAINT_KEY not in ctx.extra and ctx.num_output_tokens >= sp.min_new_tokens
-            and not (sp.echo and sp.logprobs is not None and ctx.num_computed_tokens < ctx.prompt_len))
+            and CONSTRAINT_KEY not in ctx.extra and ctx.num_output_tokens >= sp.min_new_tokens)
 
 
 class NgramProposer:

@@ -29,6 +29,17 @@ logger = logging.getLogger(__name__)
 
 DENSE_MIN_ROWS = 16  # csrc/gguf_matmul.cpp: from this many rows on, projections take the dense bf16 path
 
+
+def decode_row_chunks(meta: Any, rows: int) -> list[slice]:
+    """Rows of a decode step in the pieces its products must run in. A step whose rows include drafted
+    tokens of fewer sequences than the kernels' dense threshold runs in chunks under it, so every row takes
+    the integer path a plain decode of those sequences takes (same arithmetic, so the same greedy tokens).
+    A sequence's rows are consecutive and chunks run in order, so each row still finds the K/V of the rows
+    before it."""
+    sequences = meta.num_decode_sequences
+    step = DENSE_MIN_ROWS - 1 if sequences is not None and sequences < DENSE_MIN_ROWS <= rows else max(rows, 1)
+    return [slice(i, i + step) for i in range(0, rows, step)]
+
 _ACTIVATIONS = {ops.silu_and_mul: 0, ops.gelu_tanh_and_mul: 1}
 _NORMS = {
     "pre_norm": ("input_layernorm", "post_attention_layernorm", None, None),
@@ -152,17 +163,11 @@ class FusedDecodeStep:
             return None
         if not self._fresh_caches() or bool((meta.slot_mapping < 0).any()):
             return None
-        sequences = meta.num_decode_sequences
-        if sequences is not None and sequences < DENSE_MIN_ROWS <= batch:
-            # Drafted rows of fewer sequences than the kernels' dense threshold: in chunks under it, so
-            # every row takes the integer path a plain decode of these sequences takes (same arithmetic,
-            # so the same greedy tokens). A sequence's rows are consecutive and chunks run in order, so each
-            # row still finds the K/V of the rows before it.
-            step = DENSE_MIN_ROWS - 1
-            return torch.cat([self._run(input_ids[i:i + step], positions[i:i + step], meta.block_tables[i:i + step],
-                                        meta.seq_lens_k[i:i + step], meta.slot_mapping[i:i + step])
-                              for i in range(0, batch, step)])
-        return self._run(input_ids, positions, meta.block_tables, meta.seq_lens_k, meta.slot_mapping)
+        chunks = decode_row_chunks(meta, batch)
+        if len(chunks) == 1:
+            return self._run(input_ids, positions, meta.block_tables, meta.seq_lens_k, meta.slot_mapping)
+        return torch.cat([self._run(input_ids[c], positions[c], meta.block_tables[c], meta.seq_lens_k[c],
+                                    meta.slot_mapping[c]) for c in chunks])
 
     def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
              seq_lens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

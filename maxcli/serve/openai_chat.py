@@ -89,16 +89,9 @@ async def _chat_events(job: GenerationJob, body: ChatCompletionRequest, head: di
         if body.logprobs:
             ids, entries = visible_new(choice.context, out)
             logprobs = {"content": chat_logprobs(texts, ids, entries)}
-        streamer = streamers[choice.index]
-        if streamer is None:
-            deltas = [{"content": out.text_delta}] if out.text_delta else []
-        else:
-            deltas = streamer.push(out.text_delta) if out.text_delta else []
-            if out.finished:
-                deltas += streamer.finish()
-            deltas = _within_parallel_limit(deltas, plan.parallel)
-            if any("tool_calls" in d for d in deltas):
-                called.add(choice.index)
+        deltas = plan.deltas(streamers[choice.index], out.text_delta, out.finished)
+        if any("tool_calls" in d for d in deltas):
+            called.add(choice.index)
         finish = out.finish_reason if out.finished else None
         if finish == "stop" and choice.index in called:
             finish = "tool_calls"
@@ -112,15 +105,3 @@ async def _chat_events(job: GenerationJob, body: ChatCompletionRequest, head: di
     if body.include_usage:
         yield sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage(job, body.n)})
 
-
-def _within_parallel_limit(deltas: list[dict[str, Any]], parallel: bool) -> list[dict[str, Any]]:
-    """Without parallel_tool_calls only the first call (index 0) is sent, as the non-streamed reply does."""
-    if parallel:
-        return deltas
-    kept = []
-    for d in deltas:
-        calls = [c for c in d.get("tool_calls", []) if c.get("index", 0) == 0]
-        if "tool_calls" in d and not calls:
-            continue
-        kept.append({**d, "tool_calls": calls} if "tool_calls" in d else d)
-    return kept

@@ -116,13 +116,7 @@ async def _events(job: GenerationJob, reply: _Reply, plan: ToolPlan) -> AsyncIte
     streamer = plan.streamer()
     final: dict[str, Any] | None = None
     async for choice, out in job.outputs():
-        if streamer is None:
-            deltas = [{"content": out.text_delta}] if out.text_delta else []
-        else:
-            deltas = streamer.push(out.text_delta) if out.text_delta else []
-            if out.finished:
-                deltas += streamer.finish()
-        for delta in deltas:
+        for delta in plan.deltas(streamer, out.text_delta, out.finished):
             builder.push(delta)
         if out.finished:
             final = reply.final(choice, builder)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from maxcli.serve.errors import APIError
+from maxcli.serve.errors import APIError, describe_validation_error
 from maxcli.serve.schemas import (
     _FUNCTION_NAME,
-    MAX_STOP_STRINGS,
     ChatCompletionRequest,
     JSONSchema,
     _Strict,
@@ -207,11 +207,8 @@ def chat_request(body: ResponsesRequest, history: list[dict[str, Any]]) -> ChatC
             raise APIError(400, "text.format of type json_schema needs `name` and `schema`", param="text.format")
         spec = {"name": fmt.name, "schema": fmt.json_schema, "description": fmt.description, "strict": fmt.strict}
         chat["response_format"] = {"type": "json_schema", "json_schema": {k: v for k, v in spec.items() if v is not None}}
-    if isinstance(body.stop, list) and len(body.stop) > MAX_STOP_STRINGS:
-        raise APIError(400, f"at most {MAX_STOP_STRINGS} stop strings are allowed", param="stop")
     try:
         return ChatCompletionRequest.model_validate(chat)
     except ValidationError as exc:  # a rule of the chat request the Responses shape does not state itself
-        err = exc.errors()[0]
-        msg = err.get("msg", "invalid request").removeprefix("Value error, ")
-        raise APIError(400, msg.splitlines()[0] if msg else "invalid request") from None
+        message, param = describe_validation_error(RequestValidationError(exc.errors()))
+        raise APIError(400, message, param=param) from None

@@ -47,6 +47,25 @@ class ToolPlan:
             return None
         return _BareJSONAware(self, self.parser.streamer())
 
+    def deltas(self, streamer: "ToolCallStreamer | None", text: str, finished: bool) -> list[dict[str, Any]]:
+        """Chat-style deltas ({"content"} or {"tool_calls"}) of one output step of a streamed reply, read by
+        this plan's `streamer()`; without parallel_tool_calls only the first call (index 0) is sent, as the
+        non-streamed reply does."""
+        if streamer is None:
+            return [{"content": text}] if text else []
+        deltas = streamer.push(text) if text else []
+        if finished:
+            deltas += streamer.finish()
+        if self.parallel:
+            return deltas
+        kept = []
+        for d in deltas:
+            calls = [c for c in d.get("tool_calls", []) if c.get("index", 0) == 0]
+            if "tool_calls" in d and not calls:
+                continue
+            kept.append({**d, "tool_calls": calls} if "tool_calls" in d else d)
+        return kept
+
 
 def bare_json_call(text: str, names: set[str]) -> ToolCall | None:
     """A reply that is nothing but one call object, `{"name": <a tool>, "arguments": {...}}` (or

@@ -11,7 +11,7 @@ import torch
 
 from maxcli.distributed.parallel_state import current_group
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
-from maxcli.nn.fused_decode import DENSE_MIN_ROWS
+from maxcli.nn.fused_decode import decode_row_chunks
 
 if TYPE_CHECKING:
     from maxcli.config import PipelineConfig
@@ -206,14 +206,10 @@ class TorchTextGenerationModel(PipelineModel):
             all_logits = self.module.compute_logits(hidden)
             return ModelOutputs(logits=all_logits[rows], all_logits=all_logits)
         picked = hidden[rows]
-        sequences = meta.num_decode_sequences
-        if sequences is not None and sequences < DENSE_MIN_ROWS <= picked.shape[0]:
-            # drafted rows of few sequences: the head in chunks a plain decode of them would use (see
-            # maxcli.nn.fused_decode), so each row's logits are a plain decode's
-            step = DENSE_MIN_ROWS - 1
-            return ModelOutputs(logits=torch.cat([self.module.compute_logits(picked[i:i + step])
-                                                  for i in range(0, picked.shape[0], step)]))
-        return ModelOutputs(logits=self.module.compute_logits(picked))
+        chunks = decode_row_chunks(meta, picked.shape[0])  # the head in the pieces the body ran in
+        if len(chunks) == 1:
+            return ModelOutputs(logits=self.module.compute_logits(picked))
+        return ModelOutputs(logits=torch.cat([self.module.compute_logits(picked[c]) for c in chunks]))
 
 
 def _moved(value: Any, device: torch.device) -> Any:
