@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline, load_embedding_model
+from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline
+from maxcli.pipelines.lib.entrypoints import load_embedding_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / ".cache" / "test-models" / "all-MiniLM-L6-v2"
 WORDS = (

@@ -17,7 +17,7 @@ MAXCLI = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from maxcli.config import PipelineConfig
-from maxcli.pipelines.lib.factory import load_text_generation
+from maxcli.pipelines.lib.entrypoints import load_text_generation
 import maxcli.architectures.llama3.arch, transformers.models.llama.configuration_llama  # the modules a load imports
 t_import = time.perf_counter()
 from maxcli.weights import GGUFFile

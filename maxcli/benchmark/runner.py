@@ -77,14 +77,14 @@ def _header(spec: BenchmarkSpec, mode: str, model: str, requests: list[BenchRequ
 def run_offline_benchmark(config: Any, spec: BenchmarkSpec) -> BenchmarkRun:
     pairs = read_sharegpt(spec.dataset) if spec.dataset else None  # a bad file fails before torch loads
     from maxcli.benchmark.offline import run_offline, warm_up
-    from maxcli.engine.engine import LLMEngine
+    from maxcli.pipelines.lib.entrypoints import load_engine
 
     # The batch never needs more rows than requests can be in flight; a smaller batch means a smaller
     # KV cache to allocate and zero.
     in_flight = min(spec.num_prompts, spec.max_concurrency or spec.num_prompts)
     config = config.model_copy(update={"max_batch_size": min(config.max_batch_size, in_flight)})
     t0 = time.perf_counter()
-    engine = LLMEngine.from_config(config)
+    engine = load_engine(config)
     load_s = time.perf_counter() - t0
     requests = _requests(spec, engine.tokenizer, pairs)
     params = {}

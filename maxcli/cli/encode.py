@@ -27,7 +27,7 @@ def encode(
     texts = collect_prompts(prompt, prompt_file)
     if not texts:
         raise InputError("nothing to encode: give --prompt TEXT or --prompt-file FILE")
-    from maxcli.pipelines.lib.factory import load_embeddings_pipeline
+    from maxcli.pipelines.lib.entrypoints import load_embeddings_pipeline
 
     t0 = time.perf_counter()
     pipeline = load_embeddings_pipeline(config, truncate=truncate)

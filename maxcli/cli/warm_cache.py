@@ -16,7 +16,7 @@ def warm_cache(
     config: PipelineConfig,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    from maxcli.pipelines.lib.factory import warm_model_cache
+    from maxcli.pipelines.lib.entrypoints import warm_model_cache
 
     t0 = time.perf_counter()
     summary = warm_model_cache(config)

@@ -151,14 +151,14 @@ def _die_with_parent() -> None:
 
 def worker_main(config: "PipelineConfig", rank: int, size: int, port: int) -> None:
     """A spawned rank's life (maxcli.distributed.worker reads its arguments from stdin)."""
-    from maxcli.pipelines.lib.factory import _prepare
+    from maxcli.pipelines.lib.custom import prepare_config
 
     _die_with_parent()
     torch.set_num_threads(threads_per_rank(size))
     if backend_for(config) == "nccl":
         torch.cuda.set_device(rank_config(config, rank).device)
     group = connect(rank, size, "127.0.0.1", port, backend_for(config))
-    config = _prepare(config)  # a fresh process: register the custom architectures again
+    config = prepare_config(config)  # a fresh process: register the custom architectures again
     try:
         _, pipeline = build_rank(config, group)
     except Exception as exc:  # noqa: BLE001 - rank 0 reports the failure to the user
@@ -241,9 +241,9 @@ def run_if_torchrun_worker(config: "PipelineConfig") -> None:
     rank = torchrun_rank()
     if rank is None or rank == 0 or config.tensor_parallel_size <= 1:
         return
-    from maxcli.pipelines.lib.factory import _prepare
+    from maxcli.pipelines.lib.custom import prepare_config
 
-    config = _prepare(config)
+    config = prepare_config(config)
     torch.set_num_threads(threads_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", config.tensor_parallel_size))))
     group = torchrun_group(config)
     _, pipeline = build_rank(config, group)

@@ -63,21 +63,6 @@ class LLMEngine:
         self.num_steps = 0
         self.grammars = GrammarCompiler(tokenizer, _logits_width(pipeline, tokenizer))
 
-    @classmethod
-    def from_config(cls, config: Any) -> "LLMEngine":
-        from maxcli.distributed.launch import run_if_torchrun_worker
-        from maxcli.pipelines.lib.factory import load_text_generation
-
-        run_if_torchrun_worker(config)  # under torchrun, ranks > 0 serve rank 0's steps and exit here
-        tokenizer, pipeline = load_text_generation(config)
-        draft = None
-        if config.speculative.speculative_method == "standalone":
-            from maxcli.engine.draft_model import check_same_vocabulary, draft_config
-
-            draft_tokenizer, draft = load_text_generation(draft_config(config, pipeline))
-            check_same_vocabulary(tokenizer, draft_tokenizer, config.speculative.draft_model)
-        return cls(tokenizer, pipeline, config, draft)
-
     # -- requests -----------------------------------------------------------------------------------
 
     def new_context(self, request: TextGenerationRequest) -> TextContext:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from maxcli.config import PipelineConfig
-from maxcli.engine.engine import LLMEngine
+from maxcli.pipelines.lib.entrypoints import load_engine
 from maxcli.interfaces import InputError, LogProbabilities, RequestID, SamplingParams, TextGenerationRequest
 from maxcli.pipelines.core import TextContext
 
@@ -84,13 +84,13 @@ class LLM:
         if model is not None:
             config["model_path"] = model
         self.config = PipelineConfig.from_sources(config)
-        self.engine = LLMEngine.from_config(self.config)
+        self.engine = load_engine(self.config)
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> "LLM":
         self = cls.__new__(cls)
         self.config = config
-        self.engine = LLMEngine.from_config(config)
+        self.engine = load_engine(config)
         return self
 
     @property

@@ -63,34 +63,26 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
     return app
 
 
-def model_task(config: PipelineConfig) -> PipelineTask:
-    if config.engine is PipelineEngine.HUGGINGFACE:
-        return PipelineTask.TEXT_GENERATION  # the transformers fallback serves causal LMs only
-    from maxcli.pipelines.lib.custom import register_custom_architectures
-    from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY
-
-    register_custom_architectures(config.custom_architectures, PIPELINE_REGISTRY)
-    return PIPELINE_REGISTRY.retrieve_pipeline_task(config)
-
-
 def _load_model(state: ServerState, on_failure: Callable[[str], None] | None) -> None:
     config = state.config
     try:
+        from maxcli.pipelines.lib.entrypoints import model_task
+
         task = model_task(config)
         if task is PipelineTask.EMBEDDINGS_GENERATION:
-            from maxcli.pipelines.lib.factory import load_embeddings_pipeline
+            from maxcli.pipelines.lib.entrypoints import load_embeddings_pipeline
 
             embedder = load_embeddings_pipeline(config)
             state.task, state.embedder = task, embedder
             logger.info("model %s ready (embeddings, dim %s, device %s)", state.model_name,
                         getattr(embedder, "embedding_dim", "?"), config.device)
             return
-        from maxcli.engine.engine import LLMEngine
+        from maxcli.pipelines.lib.entrypoints import load_engine
 
         drivers = []
         try:
             for i in range(config.data_parallel_degree):
-                engine = LLMEngine.from_config(replica_config(config, i))
+                engine = load_engine(replica_config(config, i))
                 drivers.append(EngineDriver(engine, state.metrics))
                 resolved = getattr(engine.pipeline, "pipeline_config", config)
                 kv = engine.pipeline.kv_manager
@@ -126,11 +118,11 @@ def run_server(
     max_stored_responses: int = 1024,
 ) -> None:
     """Serve until SIGINT/SIGTERM; raises RuntimeError (after shutting down) if the model fails to load."""
-    from maxcli.pipelines.lib.factory import with_model_path
+    from maxcli.pipelines.lib.custom import prepare_config
 
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # a server always logs its startup (model, device, KV cache, URL)
-    config = with_model_path(config)
+    config = prepare_config(config)
     from maxcli.distributed.launch import run_if_torchrun_worker
 
     run_if_torchrun_worker(config)  # under torchrun, ranks > 0 never serve HTTP: they run rank 0's steps

@@ -83,7 +83,7 @@ def test_split_that_does_not_fit_fails_with_one_line(tokenizer: Any, tmp_path: P
 def test_unsupported_combinations_are_config_errors(smollm2_gguf: Path, minilm_dir: Path) -> None:
     with pytest.raises(ConfigError, match="does not support multiple devices"):
         from maxcli.config import PipelineConfig
-        from maxcli.pipelines.lib.factory import load_embeddings_pipeline
+        from maxcli.pipelines.lib.entrypoints import load_embeddings_pipeline
 
         load_embeddings_pipeline(PipelineConfig(model_path=str(minilm_dir), tensor_parallel_size=2))
     with pytest.raises(ConfigError, match="huggingface"):

@@ -11,7 +11,8 @@ import torch
 
 @pytest.fixture(scope="session")
 def minilm_pipeline(minilm_dir: Path):
-    from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline, load_embedding_model
+    from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline
+    from maxcli.pipelines.lib.entrypoints import load_embedding_model
 
     model, tokenizer, pooling, max_length = load_embedding_model(minilm_dir)
     return EmbeddingsPipeline(model, tokenizer, pooling, max_length, max_batch_size=8)

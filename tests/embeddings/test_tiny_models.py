@@ -14,8 +14,9 @@ from transformers import BertConfig, BertForMaskedLM, BertModel, Qwen3Config, Qw
 
 from maxcli.architectures.bert.model import BertEmbeddingModel
 from maxcli.interfaces import EmbeddingsGenerationInputs
-from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
-from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline, load_embedding_model
+from maxcli.architectures.qwen3.embedding_model import Qwen3EmbeddingModel
+from maxcli.pipelines.lib.embeddings import EmbeddingsPipeline
+from maxcli.pipelines.lib.entrypoints import load_embedding_model
 from maxcli.pipelines.lib.pooling import PoolingConfig, PoolingMode
 
 VOCAB = 30522  # the MiniLM tokenizer's vocabulary, so folders built here load a real tokenizer
@@ -198,10 +199,9 @@ def test_load_qwen3_folder(tmp_path: Path, minilm_dir: Path) -> None:
 def test_load_rejects_other_folders(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no config.json"):
         load_embedding_model(tmp_path)
-    Qwen3Config(vocab_size=10).save_pretrained(tmp_path)
+    Qwen3Config(vocab_size=10, architectures=["Qwen3Model"]).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no model.safetensors"):
         load_embedding_model(tmp_path)
-    BertConfig(vocab_size=10).to_json_file(tmp_path / "config.json")
-    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace('"bert"', '"gpt2"'))
-    with pytest.raises(ValueError, match="model_type 'gpt2' is not an embedding model"):
+    BertConfig(vocab_size=10, architectures=["GPT2Model"]).to_json_file(tmp_path / "config.json")
+    with pytest.raises(ValueError, match="GPT2Model is not an embedding architecture"):
         load_embedding_model(tmp_path)

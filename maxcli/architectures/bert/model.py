@@ -72,6 +72,8 @@ class BertEmbeddingModel(nn.Module):
     Parameters are created on the meta device and materialized by load_weights (no random init cost).
     """
 
+    causal = False
+
     def __init__(self, config: BertConfig, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if getattr(config, "position_embedding_type", "absolute") != "absolute":

@@ -1,15 +1,17 @@
-"""Qwen3ForCausalLM: registry entry."""
+"""Qwen3ForCausalLM: registry entries (text generation, and Qwen3-Embedding checkpoints)."""
+
+import dataclasses
 
 from maxcli.architectures.common import decoder_architecture
 from maxcli.config.enums import KVCacheStrategy, RopeType, SupportedEncoding, WeightsFormat
 from maxcli.interfaces import PipelineTask
 from maxcli.pipelines.core import EmbeddingsContext
-from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
 from maxcli.pipelines.lib.registry import SupportedArchitecture
 from maxcli.pipelines.lib.tokenizer import TextTokenizer
 from maxcli.pipelines.lib.pipeline_model import TorchTextGenerationModel
 
 from . import weight_adapters
+from .embedding_model import Qwen3EmbeddingModel
 from .model import Qwen3ForCausalLM
 
 
@@ -42,3 +44,6 @@ qwen3_embedding_arch = SupportedArchitecture(
     default_weights_format=WeightsFormat.safetensors,
     weight_adapters={WeightsFormat.safetensors: weight_adapters.convert_safetensor_state_dict},
 )
+
+# A folder saved from transformers' Qwen3Model (no LM head) names that class; it embeds the same way.
+qwen3_model_embedding_arch = dataclasses.replace(qwen3_embedding_arch, name="Qwen3Model")

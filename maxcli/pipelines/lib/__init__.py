@@ -15,13 +15,8 @@ from maxcli.config import (
     SupportedEncoding,
     WeightsFormat,
 )
-from maxcli.pipelines.lib.registry import (
-    PIPELINE_REGISTRY,
-    ArchitectureNotFound,
-    PipelineRegistry,
-    SupportedArchitecture,
-    get_pipeline_for_task,
-)
+from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY, PipelineRegistry, get_pipeline_for_task
+from maxcli.pipelines.lib.supported_architecture import ArchitectureNotFound, SupportedArchitecture
 
 _LAZY = {
     "TextTokenizer": "maxcli.pipelines.lib.tokenizer",

@@ -8,8 +8,10 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY, PipelineRegistry, SupportedArchitecture
+from maxcli.pipelines.lib.registry import PIPELINE_REGISTRY, PipelineRegistry
+from maxcli.pipelines.lib.supported_architecture import SupportedArchitecture
 
 
 class CustomArchitectureError(ValueError):
@@ -73,3 +75,12 @@ def register_custom_architectures(specs: list[str], registry: PipelineRegistry =
             registry.register(arch, allow_override=True)
             names.append(arch.name)
     return names
+
+
+def prepare_config(config: Any) -> Any:
+    """What every entry point does first (and every tensor-parallel worker again, in its fresh process):
+    register the config's --custom-architectures and fill in the default model when none is named."""
+    from maxcli.pipelines.lib.factory import with_model_path
+
+    register_custom_architectures(config.custom_architectures, PIPELINE_REGISTRY)
+    return with_model_path(config)

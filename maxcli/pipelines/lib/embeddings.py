@@ -28,9 +28,14 @@ from maxcli.pipelines.lib.pooling import PoolingConfig, pool
 
 
 class EmbeddingModel(Protocol):
-    """What the pipeline needs of a model: BertEmbeddingModel and Qwen3EmbeddingModel both fit."""
+    """What the pipeline needs of an embedding architecture's model (an arch's `pipeline_model` for the
+    embeddings task): built as cls(hf_config, dtype), weights through load_weights(mapping), and a class
+    attribute `causal` (True for a decoder: last-token pooling is its default)."""
 
     config: PretrainedConfig
+    causal: bool
+
+    def load_weights(self, weights: Any) -> None: ...
 
     def __call__(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -181,10 +186,11 @@ def _max_length(model_dir: Path, config: PretrainedConfig) -> int:
     return limit
 
 
-def load_embedding_model(
-    model_dir: str | Path, dtype: torch.dtype = torch.float32, weight_paths: Sequence[Path] | None = None
+def load_embedding_folder(
+    model_dir: str | Path, model_cls: type, dtype: torch.dtype = torch.float32, weight_paths: Sequence[Path] | None = None
 ) -> tuple[EmbeddingModel, Any, PoolingConfig, int]:
-    """(model, tokenizer, pooling, max_length) from a local HF / sentence-transformers folder.
+    """(model, tokenizer, pooling, max_length) from a local HF / sentence-transformers folder, the model
+    built by the architecture's `model_cls` (an EmbeddingModel).
 
     Weights are read lazily through maxcli.weights (memory-mapped; one-line WeightsError when corrupt)."""
     from maxcli.weights import load_weights
@@ -193,21 +199,11 @@ def load_embedding_model(
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a model folder (no config.json)")
     config = AutoConfig.from_pretrained(model_dir)
-    model: EmbeddingModel
-    # Imported here: the architecture packages import this module for their registry entries.
-    if config.model_type == "bert":
-        from maxcli.architectures.bert.model import BertEmbeddingModel
-
-        model, is_decoder = BertEmbeddingModel(config, dtype), False
-    elif config.model_type == "qwen3":
-        from maxcli.pipelines.lib.decoder_embeddings import Qwen3EmbeddingModel
-
-        model, is_decoder = Qwen3EmbeddingModel(config, dtype), True
-    else:
-        raise ValueError(f"{model_dir}: model_type {config.model_type!r} is not an embedding model here (bert, qwen3)")
+    model = model_cls(config, dtype)
     model.load_weights(load_weights(list(weight_paths or _weight_files(model_dir))))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model, tokenizer, PoolingConfig.from_model_dir(model_dir, is_decoder), _max_length(model_dir, config)
+    pooling = PoolingConfig.from_model_dir(model_dir, bool(getattr(model_cls, "causal", False)))
+    return model, tokenizer, pooling, _max_length(model_dir, config)
 
 
 def build_embeddings_pipeline(resolved: Any, arch: Any, tokenizer: Any = None) -> EmbeddingsPipeline:
@@ -218,8 +214,8 @@ def build_embeddings_pipeline(resolved: Any, arch: Any, tokenizer: Any = None) -
         from huggingface_hub import snapshot_download
 
         model_dir = Path(snapshot_download(repo_id, revision=resolved.config.huggingface_model_revision))
-    model, hf_tokenizer, pooling, max_length = load_embedding_model(
-        model_dir, dtype=resolved.encoding.dtype, weight_paths=resolved.weight_paths
+    model, hf_tokenizer, pooling, max_length = load_embedding_folder(
+        model_dir, arch.pipeline_model, dtype=resolved.encoding.dtype, weight_paths=resolved.weight_paths
     )
     if resolved.config.max_length is not None:
         max_length = min(max_length, resolved.config.max_length)

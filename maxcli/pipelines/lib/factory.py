@@ -1,5 +1,9 @@
-"""From a PipelineConfig to a running pipeline: resolve the model, its encoding and weight files,
-build the tokenizer, load weights through the architecture's adapter, size the KV cache."""
+"""The loader and builder: from a PipelineConfig and the SupportedArchitecture the registry found, resolve
+the encoding and weight files, build the tokenizer, load weights through the architecture's adapter, size
+the KV cache and build the pipeline.
+
+Downstream of the registry: nothing here imports it (the registry passes the architecture and the model's
+config in); entry points that start from a bare config live in maxcli.pipelines.lib.entrypoints."""
 
 from __future__ import annotations
 
@@ -11,14 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maxcli.config import ConfigError, PipelineConfig, PipelineEngine, SupportedEncoding, WeightsFormat
+from maxcli.config import ConfigError, PipelineConfig, SupportedEncoding, WeightsFormat
 from maxcli.interfaces import PipelineTask
-from maxcli.pipelines.lib.registry import (
-    PIPELINE_REGISTRY,
-    PipelineRegistry,
-    SupportedArchitecture,
-    huggingface_repo_for,
-)
+from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
+from maxcli.pipelines.lib.supported_architecture import SupportedArchitecture
 
 logger = logging.getLogger("maxcli.pipelines")
 
@@ -70,17 +70,15 @@ def validate_devices_available(config: PipelineConfig) -> None:
             raise ConfigError(f"devices: gpu:{missing[0]} requested but {have} CUDA device(s) are available")
 
 
-def resolve_for_architecture(
-    config: PipelineConfig, arch: SupportedArchitecture, registry: PipelineRegistry = PIPELINE_REGISTRY
-) -> ResolvedModel:
-    """Validate the config against the architecture and pick the encoding and weight files."""
+def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture, hf_config: Any) -> ResolvedModel:
+    """Validate the config against the architecture and pick the encoding and weight files; `hf_config` is
+    the model's config as the registry read it."""
     from maxcli.pipelines.lib.hf_repo import resolve_encoding_and_weights
 
     config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
     validate_devices_available(config)
     updates: dict[str, Any] = {k: v for k, v in arch.required_arguments.items() if k in PipelineConfig.model_fields}
     repo = huggingface_repo_for(config)
-    hf_config = registry.get_active_huggingface_config(repo)
     encoding, paths = resolve_encoding_and_weights(
         repo,
         config.quantization_encoding,
@@ -230,71 +228,3 @@ def build_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture, tokeniz
 
         return build_embeddings_pipeline(resolved, arch, tokenizer)
     return build_text_generation_pipeline(resolved, arch)
-
-
-def _prepare(config: PipelineConfig) -> PipelineConfig:
-    from maxcli.pipelines.lib.custom import register_custom_architectures
-
-    register_custom_architectures(config.custom_architectures, PIPELINE_REGISTRY)
-    return with_model_path(config)
-
-
-def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
-    """(tokenizer, pipeline) for generate / serve, native or through the transformers fallback."""
-
-    config = _prepare(config)
-    if config.engine is PipelineEngine.HUGGINGFACE:
-        if config.tensor_parallel_size > 1:
-            raise ConfigError("--engine huggingface runs on one device; drop --tensor-parallel-size")
-        from maxcli.pipelines.lib.hf_engine import load_huggingface_pipeline
-
-        return load_huggingface_pipeline(config)
-    if config.tensor_parallel_size > 1:
-        from maxcli.distributed.launch import start_tensor_parallel
-
-        _check_tensor_parallel_arch(config)
-        return start_tensor_parallel(config)
-    return PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.TEXT_GENERATION)
-
-
-def _check_tensor_parallel_arch(config: PipelineConfig) -> None:
-    """Fail in this process, before any rank starts, when the architecture cannot be split."""
-    arch = PIPELINE_REGISTRY.retrieve_architecture(huggingface_repo_for(config))
-    if arch is not None:
-        config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
-
-
-def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> Any:
-
-    config = _prepare(config)
-    _, pipeline = PIPELINE_REGISTRY.retrieve(config, task=PipelineTask.EMBEDDINGS_GENERATION)
-    pipeline.truncate = truncate
-    return pipeline
-
-
-def warm_model_cache(config: PipelineConfig) -> dict[str, Any]:
-    """Resolve, download what is missing, load every weight once (validating shapes), and summarize."""
-
-    config = _prepare(config)
-    repo = huggingface_repo_for(config)
-    arch = PIPELINE_REGISTRY.retrieve_architecture(repo)
-    if arch is None:
-        PIPELINE_REGISTRY.retrieve_pipeline_task(config)  # raises the "no architecture" error with the list
-        raise AssertionError("unreachable")
-    resolved = resolve_for_architecture(config, arch)
-    tokenizer = build_tokenizer(resolved.config, arch)
-    pipeline = build_pipeline(resolved, arch, tokenizer)
-    files = [{"path": str(p), "bytes": p.stat().st_size} for p in resolved.weight_paths]
-    num_tensors = sum(1 for _ in pipeline.pipeline_model.module.state_dict()) if hasattr(pipeline, "pipeline_model") else None
-    del pipeline
-    return {
-        "model": config.model_path,
-        "architecture": arch.name,
-        "task": str(arch.task),
-        "encoding": str(resolved.encoding),
-        "weights_format": str(resolved.weights_format),
-        "cache_dir": str(resolved.weight_paths[0].parent),
-        "files": files,
-        "num_tensors": num_tensors,
-        "total_bytes": sum(f["bytes"] for f in files),
-    }

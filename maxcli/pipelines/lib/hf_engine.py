@@ -191,7 +191,7 @@ def load_huggingface_pipeline(config: PipelineConfig) -> tuple[Any, HuggingFaceT
     from transformers import AutoModelForCausalLM
 
     from maxcli.pipelines.lib.hf_config import gguf_location
-    from maxcli.pipelines.lib.registry import huggingface_repo_for
+    from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
     from maxcli.pipelines.lib.tokenizer import TextTokenizer
 
     where, gguf_file = gguf_location(huggingface_repo_for(config))

@@ -358,3 +358,12 @@ def load_hf_config(repo: HuggingFaceRepo) -> dict[str, Any]:
     """config.json of the repo, or the HF-style config of its GGUF file when it has no config.json."""
     values = config_json_values(repo)
     return values if values is not None else gguf_config_values(repo)
+
+
+def huggingface_repo_for(pipeline_config: Any) -> HuggingFaceRepo:
+    """The model repo a PipelineConfig names (path, revision, trust_remote_code)."""
+    return HuggingFaceRepo(
+        repo_id=pipeline_config.model_path,
+        revision=pipeline_config.huggingface_model_revision,
+        trust_remote_code=pipeline_config.trust_remote_code,
+    )

@@ -7,87 +7,33 @@ metadata turned into the same fields) and, when several share a name, by task.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable
 
-from maxcli.config.enums import KVCacheStrategy, RopeType, SupportedEncoding, WeightsFormat
 from maxcli.interfaces import PipelineTask
+from maxcli.pipelines.lib.supported_architecture import ArchitectureNotFound, SupportedArchitecture
+
+# Downstream modules (the loader, the pipelines, the HF config readers) import inside the functions that
+# use them: they pull in torch, gguf and huggingface_hub, which `maxcli --help` must not pay for.
 
 if TYPE_CHECKING:
     from maxcli.config import PipelineConfig
     from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
 
+ENTRY_POINT_GROUP = "maxcli.architectures"
+"""Installed packages name their architecture packages (each exporting ARCHITECTURES) under this
+entry-point group; maxcli's own built-ins are registered the same way (pyproject.toml)."""
+
 logger = logging.getLogger("maxcli.registry")
-
-
-class ArchitectureNotFound(ValueError):
-    """No registered architecture matches the model."""
-
-
-@dataclass
-class SupportedArchitecture:
-    """How one model architecture is loaded, configured and executed (the seeds' fields, in order)."""
-
-    name: str
-    example_repo_ids: list[str]
-    default_encoding: SupportedEncoding
-    supported_encodings: dict[SupportedEncoding, list[KVCacheStrategy]]
-    pipeline_model: type
-    task: PipelineTask
-    tokenizer: Callable[..., Any]
-    default_weights_format: WeightsFormat
-    context_type: type | None = None
-    config: type | None = None
-    rope_type: RopeType = RopeType.none
-    weight_adapters: dict[WeightsFormat, Callable[..., dict[str, Any]]] = field(default_factory=dict)
-    multi_gpu_supported: bool = False
-    required_arguments: dict[str, bool | int | float] = field(default_factory=dict)
-    context_validators: list[Callable[[Any], None]] = field(default_factory=list)
-    supports_empty_batches: bool = False
-    requires_max_batch_context_length: bool = False
-
-    def __post_init__(self) -> None:
-        self.default_encoding = SupportedEncoding(self.default_encoding)
-        self.supported_encodings = {
-            SupportedEncoding(e): [KVCacheStrategy(s) for s in strategies]
-            for e, strategies in self.supported_encodings.items()
-        }
-        self.task = PipelineTask(self.task)
-        self.default_weights_format = WeightsFormat(self.default_weights_format)
-        self.rope_type = RopeType(self.rope_type)
-        if self.context_type is None:
-            from maxcli.pipelines.core import EmbeddingsContext, TextContext
-
-            self.context_type = (
-                EmbeddingsContext if self.task is PipelineTask.EMBEDDINGS_GENERATION else TextContext
-            )
-        if self.default_encoding not in self.supported_encodings:
-            raise ValueError(f"{self.name}: default_encoding {self.default_encoding} is not in supported_encodings")
-
-    @property
-    def tokenizer_cls(self) -> type:
-        tok = self.tokenizer
-        return tok if isinstance(tok, type) else type(tok)
-
-    def describe(self) -> dict[str, Any]:
-        """MAX's `list --json` shape for one architecture."""
-        return {
-            "task": str(self.task),
-            "example_repo_ids": list(self.example_repo_ids),
-            "default_encoding": str(self.default_encoding),
-            "supported_encodings": {str(e): [str(s) for s in ss] for e, ss in self.supported_encodings.items()},
-            "default_weights_format": str(self.default_weights_format),
-            "weight_formats": sorted({str(self.default_weights_format), *(str(f) for f in self.weight_adapters)}),
-            "rope_type": str(self.rope_type),
-            "multi_gpu_supported": self.multi_gpu_supported,
-        }
 
 
 class PipelineRegistry:
     def __init__(self, architectures: list[SupportedArchitecture] | None = None, *, builtins: bool = False) -> None:
-        """`builtins=True` registers maxcli's own architectures on first use (not at import, which would
-        make every architecture module import the registry while the registry imports it)."""
+        """`builtins=True` registers the installed architecture packages (the `maxcli.architectures` entry
+        points: maxcli's own and any plugin's) on first use. The registry never imports an architecture
+        module by name: architectures import the registry's types, not the other way round."""
         self._builtins_pending = builtins
         self._architectures: dict[str, SupportedArchitecture] = {}
         self._by_name_task: dict[tuple[str, PipelineTask], SupportedArchitecture] = {}
@@ -100,9 +46,9 @@ class PipelineRegistry:
     def _ensure_builtins(self) -> None:
         if self._builtins_pending:
             self._builtins_pending = False
-            from maxcli.architectures import register_builtin_architectures
-
-            register_builtin_architectures(self)
+            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                for arch in ep.load().ARCHITECTURES:
+                    self.register(arch, allow_override=True)
 
     @property
     def architectures(self) -> dict[str, SupportedArchitecture]:
@@ -143,6 +89,13 @@ class PipelineRegistry:
     def supported_names(self) -> list[str]:
         return sorted({a.name for a in self.all()})
 
+    def names_for_task(self, task: PipelineTask) -> list[str]:
+        return sorted({a.name for a in self.all() if a.task is task})
+
+    def lookup(self, name: str, task: PipelineTask | None = None) -> SupportedArchitecture | None:
+        """The architecture registered under `name` (for `task`, when given), or None."""
+        return self._lookup(name, task)
+
     def _lookup(self, name: str, task: PipelineTask | None) -> SupportedArchitecture | None:
         self._ensure_builtins()
         if task is not None and (name, task) in self._by_name_task:
@@ -181,6 +134,8 @@ class PipelineRegistry:
             arch = self._lookup(override_architecture, task)
             names = [override_architecture]
         else:
+            from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
+
             repo = huggingface_repo_for(pipeline_config)
             arch = self.retrieve_architecture(repo, task=task)
             names = list(getattr(self.get_active_huggingface_config(repo), "architectures", None) or ["<none>"])
@@ -211,9 +166,9 @@ class PipelineRegistry:
         override_architecture: str | None = None,
         task: PipelineTask | None = None,
     ) -> Any:
-        arch = self._require_architecture(pipeline_config, override_architecture, task)
         from maxcli.pipelines.lib.factory import build_tokenizer
 
+        arch = self._require_architecture(pipeline_config, override_architecture, task)
         return build_tokenizer(pipeline_config, arch)
 
     def retrieve_factory(
@@ -224,9 +179,11 @@ class PipelineRegistry:
     ) -> tuple[Any, Callable[[], Any]]:
         """The tokenizer now, and a callable that loads weights and builds the pipeline when invoked."""
         from maxcli.pipelines.lib.factory import build_pipeline, build_tokenizer, resolve_for_architecture
+        from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
 
         arch = self._require_architecture(pipeline_config, override_architecture, task)
-        resolved = resolve_for_architecture(pipeline_config, arch, self)
+        hf_config = self.get_active_huggingface_config(huggingface_repo_for(pipeline_config))
+        resolved = resolve_for_architecture(pipeline_config, arch, hf_config)
         tokenizer = build_tokenizer(resolved.config, arch)
         return tokenizer, functools.partial(build_pipeline, resolved, arch, tokenizer)
 
@@ -261,23 +218,11 @@ class PipelineRegistry:
     def get_active_diffusers_config(self, huggingface_repo: "HuggingFaceRepo") -> dict[str, Any] | None:
         """model_index.json of a diffusion pipeline repo; None for every other repo."""
         if huggingface_repo not in self._diffusers_cache:
-            import json
-
             cfg = None
             if huggingface_repo.file_exists("model_index.json"):
                 cfg = json.loads(huggingface_repo.download("model_index.json").read_text())
             self._diffusers_cache[huggingface_repo] = cfg
         return self._diffusers_cache[huggingface_repo]
-
-
-def huggingface_repo_for(pipeline_config: "PipelineConfig") -> "HuggingFaceRepo":
-    from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
-
-    return HuggingFaceRepo(
-        repo_id=pipeline_config.model_path,
-        revision=pipeline_config.huggingface_model_revision,
-        trust_remote_code=pipeline_config.trust_remote_code,
-    )
 
 
 def get_pipeline_for_task(task: PipelineTask, pipeline_config: "PipelineConfig") -> type:

@@ -96,6 +96,8 @@ class Qwen3EmbeddingModel(nn.Module):
     meta device and materialized by load_weights.
     """
 
+    causal = True  # last-token pooling unless the folder's pooling files say otherwise
+
     def __init__(self, config: Qwen3Config, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if config.hidden_act != "silu":
