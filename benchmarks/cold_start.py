@@ -77,7 +77,7 @@ def rss_budget(model: Path) -> dict[str, int]:
 
     from maxcli.config import PipelineConfig
     from maxcli.kv_cache import KVCacheParams
-    from maxcli.pipelines.lib.factory import kv_cache_pages
+    from maxcli.pipelines.lib.pipeline_model import kv_cache_pages
     from maxcli.weights import GGUFFile
 
     gguf = GGUFFile.open(model)

@@ -63,7 +63,16 @@ def CPU(id: int = 0) -> "torch.device":
     return torch.device("cpu")
 
 
+class DeviceUnavailable(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
 def Accelerator(id: int = 0) -> "torch.device":
+    """CUDA device `id`; DeviceUnavailable (one line) when this machine has no such GPU, as MAX's
+    Accelerator() fails on a machine without one."""
     import torch
 
+    have = accelerator_count()
+    if id >= have:
+        raise DeviceUnavailable(f"Accelerator({id}): this machine has {have} CUDA device(s)")
     return torch.device("cuda", id)

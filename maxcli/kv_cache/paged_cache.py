@@ -1,7 +1,8 @@
 """PagedKVCacheManager: one K/V tensor cut into pages, page tables per request, prefix sharing.
 
 Lifecycle of a request (the seeds' API): claim(id) -> alloc(context, num_steps) before each forward ->
-commit(context) after it (makes newly completed pages shareable) -> release(id).
+fetch(batch) for the forward's inputs -> step(batch) after it (commit: makes newly completed pages
+shareable) -> release(id).
 Invariant per claimed request: pages[i] holds the K/V of token positions [i*page_size, (i+1)*page_size);
 the first `num_registered` pages are full, hashed in the pool, and never written again.
 """
@@ -17,6 +18,7 @@ import torch
 
 from maxcli.interfaces import RequestID
 from maxcli.kv_cache.block_pool import BlockHash, BlockPool, KVCacheOutOfBlocks, hash_block_tokens
+from maxcli.kv_cache.step_inputs import StepInputs, build_step_inputs
 
 if TYPE_CHECKING:
     from maxcli.pipelines.core.context import TextContext
@@ -255,6 +257,25 @@ class PagedKVCacheManager:
         for i in range(req.num_registered, num_full):
             self.pool.register_hash(req.pages[i], self._block_hash(req, context.tokens, i))
         req.num_registered = max(req.num_registered, num_full)
+
+    def fetch(
+        self, context_batch: "list[TextContext]", num_steps: int = 1, drafts: "dict[RequestID, list[int]] | None" = None
+    ) -> StepInputs:
+        """The KV-cache inputs of one forward over the batch (the seeds' `fetch`): packed token ids and
+        positions of each context's next chunk (its scheduled tokens, else all not yet computed), slot
+        mapping, page tables, lengths, and the logits rows to sample. A context in `drafts` is fed its last
+        token and its drafted tokens, one logits row each. Pages must be allocated (alloc) first;
+        `num_steps` is accepted for the seeds' signature (multi-step decode allocates, then fetches once)."""
+        drafts = drafts or {}
+        batch = [(c, 1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length)
+                 for c in context_batch]
+        return build_step_inputs(self, batch, drafts=drafts)
+
+    def step(self, context_batch: "list[TextContext]") -> None:
+        """After a forward whose contexts have advanced num_computed_tokens (the seeds' `step`): commit
+        each context's newly full pages to the prefix cache."""
+        for context in context_batch:
+            self.commit(context)
 
     def reset_prefix_cache(self) -> None:
         """Forget all cached prefixes; pages of live requests stay theirs but are no longer shared."""

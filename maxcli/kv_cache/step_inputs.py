@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from maxcli.kv_cache.paged_cache import PagedKVCacheManager
 from maxcli.nn.attention_metadata import AttentionMetadata
 
 if TYPE_CHECKING:
+    from maxcli.kv_cache.paged_cache import PagedKVCacheManager
     from maxcli.pipelines.core.context import TextContext
 
 

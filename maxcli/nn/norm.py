@@ -33,3 +33,23 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, weight_offset={self.weight_offset}"
+
+
+class LayerNorm(nn.Module):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dim (bias optional)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, use_bias: bool = True, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(dim, dtype=dtype), requires_grad=False) if use_bias else None
+        for p in (self.weight, self.bias):
+            if p is not None:
+                p.weight_loader = default_weight_loader
+                p.shard_ids = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"

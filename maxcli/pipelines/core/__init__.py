@@ -1,5 +1,5 @@
 """Request contexts (mirrors `max.pipelines.core`)."""
 
-from maxcli.pipelines.core.context import EmbeddingsContext, TextContext
+from maxcli.pipelines.core.context import EmbeddingsContext, TextAndVisionContext, TextContext
 
-__all__ = ["EmbeddingsContext", "TextContext"]
+__all__ = ["EmbeddingsContext", "TextAndVisionContext", "TextContext"]

@@ -90,6 +90,20 @@ class TextContext:
 
 
 @dataclass(eq=False)
+class TextAndVisionContext(TextContext):
+    """A text context that also carries images (mirrors `max.pipelines.core.TextAndVisionContext`):
+    `pixel_values` holds one array per image, in prompt order. maxcli's native models are text-only; the
+    class is here for architectures (and their context validators) that take images."""
+
+    pixel_values: tuple[Any, ...] = ()
+    image_token_indices: list[int] = field(default_factory=list)
+
+    @property
+    def needs_vision_encoding(self) -> bool:
+        return bool(self.pixel_values) and self.num_computed_tokens == 0
+
+
+@dataclass(eq=False)
 class EmbeddingsContext:
     request_id: RequestID
     tokens: list[int]

@@ -8,7 +8,6 @@ config in); entry points that start from a bare config live in maxcli.pipelines.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,9 +20,6 @@ from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
 from maxcli.pipelines.lib.supported_architecture import SupportedArchitecture
 
 logger = logging.getLogger("maxcli.pipelines")
-
-DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30  # vLLM's CPU default is 4 GiB; 2 GiB holds ~45k SmolLM2 tokens in fp32
-
 
 @dataclass
 class ResolvedModel:
@@ -112,12 +108,18 @@ def build_tokenizer(config: PipelineConfig, arch: SupportedArchitecture) -> Any:
     repo = huggingface_repo_for(config)
     where, gguf_file = gguf_location(repo)
     factory = arch.tokenizer if arch.tokenizer is not None else TextTokenizer
+    extra: dict[str, Any] = {}
+    if isinstance(factory, type) and issubclass(factory, TextTokenizer):
+        extra = {"context_validators": arch.context_validators, "context_type": arch.context_type}
+    elif arch.context_validators:  # another tokenizer must take them: never skip a validator silently
+        extra = {"context_validators": arch.context_validators}
     return factory(
         where,
         revision=config.huggingface_model_revision,
         max_length=config.max_length,
         trust_remote_code=config.trust_remote_code,
         gguf_file=gguf_file,
+        **extra,
     )
 
 
@@ -134,28 +136,12 @@ def load_state_dict(resolved: ResolvedModel, arch: SupportedArchitecture) -> dic
     return adapter(weights, resolved.hf_config)
 
 
-def kv_cache_pages(config: PipelineConfig, bytes_per_page: int, max_seq_len: int, weights_bytes: int) -> int:
-    """Pages for the KV cache: the explicit count, else a memory budget capped at a full batch of max_seq_len."""
-    kv = config.kv_cache
-    if kv.kv_cache_num_pages is not None:
-        return kv.kv_cache_num_pages
-    pages_per_seq = math.ceil(max_seq_len / kv.kv_cache_page_size)
-    full_batch = pages_per_seq * config.max_batch_size
-    if config.default_device_spec.device_type == "cpu":
-        budget = int(DEFAULT_CPU_KV_CACHE_BYTES * kv.device_memory_utilization / 0.9)
-    else:
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(config.device)
-        budget = int(free * kv.device_memory_utilization) - weights_bytes
-    return max(pages_per_seq, min(full_batch, budget // bytes_per_page))
-
-
 def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture) -> Any:
     import torch
 
     from maxcli.distributed import current_group
-    from maxcli.kv_cache import KVCacheParams, PagedKVCacheManager
+    from maxcli.kv_cache import PagedKVCacheManager
+    from maxcli.pipelines.lib.pipeline_model import kv_cache_pages
     from maxcli.pipelines.lib.text_generation import TextGenerationPipeline
 
     config, hf_config = resolved.config, resolved.hf_config
@@ -167,31 +153,22 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
     dtype = resolved.encoding.dtype if not resolved.encoding.is_gguf else torch.float32
     t0 = time.perf_counter()
     state = load_state_dict(resolved, arch)
-    num_layers, n_kv_heads, head_dim = model_cls.module_class.kv_cache_shape(hf_config)
     tp = current_group()
-    if tp.is_parallel:  # this rank's KV heads
-        n_kv_heads = tp.heads(hf_config.num_attention_heads, n_kv_heads)[3]
-    params = KVCacheParams(
-        dtype=getattr(torch, config.cache_dtype),
-        num_layers=num_layers,
-        n_kv_heads=n_kv_heads,
-        head_dim=head_dim,
-        page_size=config.kv_cache.kv_cache_page_size,
-    )
+    params = model_cls.get_kv_params(hf_config, tp.size, config.kv_cache, getattr(torch, config.cache_dtype))
     weights_bytes = sum(int(getattr(w, "nbytes", 0)) for w in state.values())
     pages = kv_cache_pages(config, params.bytes_per_page, max_seq_len, weights_bytes)
     if tp.is_parallel:  # every rank addresses the same pages: the smallest budget wins
         pages = int(tp.all_gather_last(torch.tensor([pages], device=tp.device)).min())
     kv = PagedKVCacheManager(params, pages, device=device, enable_prefix_caching=config.kv_cache.enable_prefix_caching)
     swap = gguf_layer_swap(config, resolved, device, tp.is_parallel)
-    model = model_cls(config, hf_config, state, kv, device, dtype, **({"module_swap": swap} if swap else {}))
+    model = model_cls(config, hf_config, state, kv, device, dtype, swap)
     del state
     if resolved.weights_format is WeightsFormat.gguf:
         from maxcli.weights import GGUFFile
 
         for p in resolved.weight_paths:
             GGUFFile.open(p).release()
-    if swap is not None and hasattr(model, "fused_decode") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
+    if swap is not None and hasattr(model, "fused_decode") and hasattr(model, "module") and os.environ.get("MAXCLI_CPU_DECODE", "1") != "0":
         from maxcli.nn.fused_decode import fused_decode_step
 
         model.fused_decode = fused_decode_step(model.module)

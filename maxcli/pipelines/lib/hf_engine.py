@@ -91,6 +91,10 @@ class HuggingFaceTextGenerationPipeline(TextGenerationPipeline):
         return result
 
     @torch.inference_mode()
+    def _initial_step(self, scheduled: Sequence[tuple[TextContext, int]], drafts: Any) -> tuple[StepResult, None, list[TextContext]]:
+        """The seeds' execute() runs every step here: transformers' own cache, no ModelInputs to continue."""
+        return self.forward_and_sample(scheduled), None, [c for c, _ in scheduled]
+
     def _forward_chunk(self, ctx: TextContext, start: int, n: int, all_logits: bool) -> torch.Tensor:
         """float32 logits [n or 1, V] of the chunk; extends the request's cache by n tokens."""
         from transformers import DynamicCache
@@ -174,7 +178,7 @@ def _page_counter(config: PipelineConfig, hf_config: Any, max_seq_len: int, weig
 
     Pages are sized from what the DynamicCaches really take, so the page budget bounds their memory."""
     from maxcli.kv_cache import KVCacheParams, PagedKVCacheManager
-    from maxcli.pipelines.lib.factory import kv_cache_pages
+    from maxcli.pipelines.lib.pipeline_model import kv_cache_pages
 
     page_size = config.kv_cache.kv_cache_page_size
     per_token = _kv_bytes_per_token(hf_config)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 
 from maxcli.distributed.parallel_state import current_group
+from maxcli.kv_cache import KVCacheParams
+from maxcli.nn import bind_kv_caches
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
 from maxcli.nn.fused_decode import decode_row_chunks
 
@@ -36,28 +40,142 @@ class ModelOutputs:
     all_logits: torch.Tensor | None = None  # [T, V] when every token's logits were asked for
 
 
-class PipelineModel(ABC):
-    """A model that a TextGenerationPipeline drives: prefill inputs, decode inputs, execute."""
+DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30  # vLLM's CPU default is 4 GiB; 2 GiB holds ~45k SmolLM2 tokens in fp32
 
-    def __init__(self, pipeline_config: "PipelineConfig", huggingface_config: Any) -> None:
+
+def kv_cache_pages(config: "PipelineConfig", bytes_per_page: int, max_seq_len: int, weights_bytes: int) -> int:
+    """Pages for the KV cache: the explicit count, else a memory budget capped at a full batch of max_seq_len."""
+    kv = config.kv_cache
+    if kv.kv_cache_num_pages is not None:
+        return kv.kv_cache_num_pages
+    pages_per_seq = math.ceil(max_seq_len / kv.kv_cache_page_size)
+    full_batch = pages_per_seq * config.max_batch_size
+    if config.default_device_spec.device_type == "cpu":
+        budget = int(DEFAULT_CPU_KV_CACHE_BYTES * kv.device_memory_utilization / 0.9)
+    else:
+        free, _ = torch.cuda.mem_get_info(config.device)
+        budget = int(free * kv.device_memory_utilization) - weights_bytes
+    return max(pages_per_seq, min(full_batch, budget // bytes_per_page))
+
+
+def _config_int(config: Any, *names: str) -> int | None:
+    for name in names:
+        v = getattr(config, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+class PipelineModel(ABC):
+    """The seeds' model contract: what a TextGenerationPipeline drives, for any architecture.
+
+    The registry's loader builds every pipeline model the same way:
+    `cls(pipeline_config, huggingface_config, weights, kv_manager, device, dtype, module_swap)`, where
+    `weights` are the checkpoint's tensors after the architecture's weight adapter (lazy WeightData or
+    tensors by name) and `kv_manager` is the PagedKVCacheManager sized from `get_kv_params`. The base
+    constructor stores them and calls `load_model()`; a subclass builds its network there.
+
+    Per step the pipeline calls `prepare_initial_token_inputs(contexts, kv_cache_inputs, return_n_logits)`
+    with `kv_cache_inputs = kv_manager.fetch(contexts)` (token ids, positions, paged-attention metadata and
+    the rows to sample), then `execute(inputs)`, which returns ModelOutputs whose `logits` has one row per
+    sampled row (`kv_cache_inputs.attention.logits_indices`; every token when return_n_logits == -1, then
+    in `all_logits`). Multi-step execution decodes the following steps through
+    `prepare_next_token_inputs(next_tokens, prev_model_inputs)`.
+    """
+
+    def __init__(
+        self,
+        pipeline_config: "PipelineConfig",
+        huggingface_config: Any,
+        weights: Mapping[str, Any] | None = None,
+        kv_manager: Any = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        module_swap: Callable[[torch.nn.Module, Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.pipeline_config = pipeline_config
         self.huggingface_config = huggingface_config
+        self.weights = weights
+        self.kv_manager = kv_manager
+        self.device = torch.device(device if device is not None else "cpu")
+        self.devices = [self.device]
+        self.dtype = dtype
+        self.encoding = getattr(pipeline_config, "quantization_encoding", None)
+        self.module_swap = module_swap  # the loader's faster-layer swap; a model may ignore it
+        self.model = self.load_model()
+        self.weights = None  # loaded: the mapping (and its file views) can go
+
+    # -- the seeds' contract ----------------------------------------------------------------------------
 
     @classmethod
     @abstractmethod
-    def calculate_max_seq_len(cls, pipeline_config: "PipelineConfig", huggingface_config: Any) -> int: ...
+    def calculate_max_seq_len(cls, pipeline_config: "PipelineConfig", huggingface_config: Any) -> int:
+        """The longest sequence (prompt + output) this model serves under the config."""
 
     @abstractmethod
-    def execute(self, model_inputs: ModelInputs) -> ModelOutputs: ...
+    def execute(self, model_inputs: ModelInputs) -> ModelOutputs:
+        """One forward over prepared inputs."""
 
     @abstractmethod
     def prepare_initial_token_inputs(
-        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1,
-        drafts: Mapping[Any, list[int]] | None = None,
-    ) -> ModelInputs: ...
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
+    ) -> ModelInputs:
+        """Inputs for a forward over each context's pending tokens (prefill, or a mixed batch)."""
 
     @abstractmethod
-    def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs: ...
+    def prepare_next_token_inputs(self, next_tokens: torch.Tensor, prev_model_inputs: ModelInputs) -> ModelInputs:
+        """Inputs for the decode step after `prev_model_inputs`: one new token per sampled sequence."""
+
+    def load_model(self) -> Any:
+        """Build the network from `self.weights` (called once by the constructor); the default builds none."""
+        return None
+
+    # -- sizing (classmethods: the loader asks before any model exists) ---------------------------------
+
+    @classmethod
+    def get_num_layers(cls, huggingface_config: Any) -> int:
+        n = _config_int(huggingface_config, "num_hidden_layers", "n_layer", "num_layers")
+        if n is None:
+            raise ValueError(f"{cls.__name__}: the model config gives no layer count; override get_num_layers")
+        return n
+
+    @classmethod
+    def get_kv_params(
+        cls, huggingface_config: Any, n_devices: int = 1, kv_cache_config: Any = None, cache_dtype: torch.dtype = torch.float32
+    ) -> KVCacheParams:
+        """KV-cache geometry: layers, KV heads, head size, page size, dtype, from the standard config
+        fields (num_key_value_heads, num_attention_heads / n_head, head_dim or hidden_size / heads)."""
+        heads = _config_int(huggingface_config, "num_attention_heads", "n_head")
+        hidden = _config_int(huggingface_config, "hidden_size", "n_embd", "d_model")
+        if heads is None or hidden is None:
+            raise ValueError(f"{cls.__name__}: the model config gives no attention geometry; override get_kv_params")
+        kv_heads = _config_int(huggingface_config, "num_key_value_heads") or heads
+        head_dim = _config_int(huggingface_config, "head_dim") or hidden // heads
+        page_size = getattr(kv_cache_config, "kv_cache_page_size", 16)
+        return KVCacheParams(dtype=cache_dtype, num_layers=cls.get_num_layers(huggingface_config),
+                             n_kv_heads=kv_heads, head_dim=head_dim, page_size=page_size)
+
+    @classmethod
+    def estimate_kv_cache_size(
+        cls, pipeline_config: "PipelineConfig", huggingface_config: Any, weights_size: int = 0
+    ) -> int:
+        """Bytes the KV cache will take under the config (maxcli's page budget: kv_cache_pages)."""
+        params = cls.get_kv_params(huggingface_config, 1, pipeline_config.kv_cache, getattr(torch, pipeline_config.cache_dtype))
+        max_seq_len = cls.calculate_max_seq_len(pipeline_config, huggingface_config)
+        return kv_cache_pages(pipeline_config, params.bytes_per_page, max_seq_len, weights_size) * params.bytes_per_page
+
+    @classmethod
+    def estimate_weights_size(cls, pipeline_config: "PipelineConfig") -> int:
+        """Bytes of the weight files: `weight_path` when given, else the model's .gguf file or the weight
+        files in its local folder (0 for a hub repo not yet downloaded)."""
+        paths = [Path(p) for p in pipeline_config.weight_path]
+        if not paths:
+            root = Path(pipeline_config.model_path)
+            if root.is_file():
+                paths = [root]
+            elif root.is_dir():
+                paths = [p for p in root.iterdir() if p.suffix in (".safetensors", ".gguf", ".bin")]
+        return sum(p.stat().st_size for p in paths if p.is_file())
 
 
 def hf_max_positions(huggingface_config: Any) -> int:
@@ -90,23 +208,42 @@ class TorchTextGenerationModel(PipelineModel):
     ) -> None:
         """`module_swap(module, weights) -> weights still to load` runs between building the module and
         loading its weights: the loader's hook for faster implementations of its layers."""
-        super().__init__(pipeline_config, huggingface_config)
-        self.device, self.dtype, self.kv_manager = device, dtype, kv_manager
         self.tp = current_group()  # this rank's tensor-parallel group (size 1 without TP)
         self.tp_runtime: Any = None  # rank 0 of a TP group: its workers (maxcli.distributed.launch)
         # Installed by the loader: (input_ids [B], positions [B]) -> final hidden [B, H] for a decode step
         # (one new token per sequence), or None for a step it does not cover (maxcli.nn.fused_decode).
         self.fused_decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
-        with torch.device(device):
-            module = self.module_class(huggingface_config, dtype)
-        if module_swap is not None:
-            weights = module_swap(module, weights)
+        super().__init__(pipeline_config, huggingface_config, weights, kv_manager, device, dtype, module_swap)
+
+    def load_model(self) -> torch.nn.Module:
+        """The architecture's module, the swap applied, weights loaded, KV caches bound."""
+        with torch.device(self.device):
+            module = self.module_class(self.huggingface_config, self.dtype)
+        weights = self.weights if self.weights is not None else {}
+        if self.module_swap is not None:
+            weights = self.module_swap(module, weights)
         module.load_weights(weights)
         self.module = module.eval()
-        if kv_manager is not None:
-            from maxcli.nn import bind_kv_caches
+        kv = self.kv_manager
+        if kv is not None:
+            bind_kv_caches(self.module, [kv.layer_caches(i) for i in range(kv.params.num_layers)])
+        return self.module
 
-            bind_kv_caches(self.module, [kv_manager.layer_caches(i) for i in range(kv_manager.params.num_layers)])
+    @classmethod
+    def get_kv_params(
+        cls, huggingface_config: Any, n_devices: int = 1, kv_cache_config: Any = None, cache_dtype: torch.dtype = torch.float32
+    ) -> KVCacheParams:
+        """The module's own KV geometry (module_class.kv_cache_shape), this rank's KV heads under TP."""
+        num_layers, n_kv_heads, head_dim = cls.module_class.kv_cache_shape(huggingface_config)
+        tp = current_group()
+        if tp.is_parallel:
+            n_kv_heads = tp.heads(huggingface_config.num_attention_heads, n_kv_heads)[3]
+        return KVCacheParams(dtype=cache_dtype, num_layers=num_layers, n_kv_heads=n_kv_heads, head_dim=head_dim,
+                             page_size=getattr(kv_cache_config, "kv_cache_page_size", 16))
+
+    @classmethod
+    def get_num_layers(cls, huggingface_config: Any) -> int:
+        return cls.module_class.kv_cache_shape(huggingface_config)[0]
 
     @classmethod
     def calculate_max_seq_len(cls, pipeline_config: "PipelineConfig", huggingface_config: Any) -> int:
@@ -120,17 +257,11 @@ class TorchTextGenerationModel(PipelineModel):
     # -- inputs -----------------------------------------------------------------------------------------
 
     def prepare_initial_token_inputs(
-        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1,
-        drafts: Mapping[Any, list[int]] | None = None,
+        self, context_batch: Sequence["TextContext"], kv_cache_inputs: Any = None, return_n_logits: int = 1
     ) -> ModelInputs:
-        """Feed each context's next chunk (its scheduled tokens, else all not yet in the cache); a context in
-        `drafts` is fed its last token and its drafted tokens, with a logits row for each."""
-        from maxcli.kv_cache import build_step_inputs
-
-        drafts = drafts or {}
-        batch = [(c, 1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length)
-                 for c in context_batch]
-        step = build_step_inputs(self.kv_manager, batch, self.device, drafts=drafts)
+        """Feed each context's next chunk (its scheduled tokens, else all not yet in the cache), as
+        `kv_cache_inputs` (kv_manager.fetch) packed it; fetched here when not given."""
+        step = kv_cache_inputs if kv_cache_inputs is not None else self.kv_manager.fetch(list(context_batch))
         return ModelInputs(
             input_ids=step.input_ids,
             positions=step.positions,

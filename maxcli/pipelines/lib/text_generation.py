@@ -19,6 +19,7 @@ from maxcli.engine.scheduler import append_token_and_check
 from maxcli.engine.speculative import accepted_prefix
 from maxcli.interfaces import (
     GenerationStatus,
+    InputError,
     LogProbabilities,
     Pipeline,
     RequestID,
@@ -68,27 +69,44 @@ class TextGenerationPipeline(Pipeline):
 
         `drafts`: decoding requests fed their last token plus these drafted tokens (maxcli.engine.speculative);
         each gets a logits row per fed token and emits its accepted drafts plus one token."""
-        drafts = drafts or {}
+        return self._initial_step(scheduled, drafts or {})[0]
+
+    def _initial_step(self, scheduled: Sequence[tuple[TextContext, int]], drafts: dict[RequestID, list[int]]
+                      ) -> tuple[StepResult, Any, list[TextContext]]:
+        """(result, the model inputs, the sampled contexts) of one forward through
+        prepare_initial_token_inputs over the KV manager's fetched inputs."""
         for ctx, n in scheduled:
             ctx.scheduled_tokens = n
         contexts = [c for c, _ in scheduled]
         want_prompt_lp = [c for c in contexts if _wants_prompt_logprobs(c)]
-        inputs = self.pipeline_model.prepare_initial_token_inputs(
-            contexts, return_n_logits=-1 if want_prompt_lp else 1, **({"drafts": drafts} if drafts else {}))
-        for c in contexts:
-            c.scheduled_tokens = None
-        sampling = set(inputs.request_ids)
-        sample_ctxs = [c for c in contexts if c.request_id in sampling]
+        try:
+            kv_inputs = self.kv_manager.fetch(contexts, drafts=drafts)
+            inputs = self.pipeline_model.prepare_initial_token_inputs(
+                contexts, kv_inputs, -1 if want_prompt_lp else 1)
+        finally:
+            for c in contexts:
+                c.scheduled_tokens = None
+        sample_ctxs = list(kv_inputs.sample_contexts)
+        result = self._execute_and_sample(inputs, sample_ctxs, drafts, scheduled if want_prompt_lp else None)
+        return result, inputs, sample_ctxs
+
+    def _execute_and_sample(self, inputs: Any, sample_ctxs: list[TextContext], drafts: dict[RequestID, list[int]],
+                            prompt_lp_chunks: Sequence[tuple[TextContext, int]] | None) -> StepResult:
         # one sampler row per logits row: a drafted request's rows verify its drafts in order
         row_ctxs = [c for c in sample_ctxs for _ in range(1 + len(drafts.get(c.request_id, ())))]
         row_drafts = [t for c in sample_ctxs for t in [*drafts.get(c.request_id, ()), -1]] if drafts else None
         masks = structured.start_masks(row_ctxs)  # overlaps the forward pass
         outputs = self.pipeline_model.execute(inputs)
-        if want_prompt_lp:
-            self._collect_prompt_logprobs(scheduled, inputs, outputs.all_logits)
+        if prompt_lp_chunks:
+            if outputs.all_logits is None:
+                raise InputError(f"{type(self.pipeline_model).__name__} returns no prompt logits (echo with logprobs)")
+            self._collect_prompt_logprobs(prompt_lp_chunks, inputs, outputs.all_logits)
         result = StepResult()
         if not sample_ctxs:
             return result
+        if outputs.logits.shape[0] != len(row_ctxs):
+            raise RuntimeError(f"{type(self.pipeline_model).__name__}.execute returned {outputs.logits.shape[0]} "
+                               f"logits rows for {len(row_ctxs)} sampled rows")
         out = self.sampler(outputs.logits, row_ctxs, masks, row_drafts)
         token_ids = out.token_ids.tolist()
         if masks is not None:
@@ -135,18 +153,30 @@ class TextGenerationPipeline(Pipeline):
     # -- the seeds' API -----------------------------------------------------------------------------
 
     def execute(self, inputs: TextGenerationInputs[TextContext]) -> dict[RequestID, TextGenerationOutput]:
-        """Run inputs.num_steps steps for the batch; each context's pages must be allocated for them."""
+        """Run inputs.num_steps steps for the batch; each context's pages must be allocated for them
+        (kv_manager.alloc(context, num_steps)). The first step feeds every context's pending tokens through
+        prepare_initial_token_inputs; a following step in which the same contexts decode one token each
+        goes through prepare_next_token_inputs."""
         batch = [c for c in inputs.batch.values() if not c.is_done]
         new_tokens: dict[RequestID, list[int]] = {c.request_id: [] for c in batch}
         new_lps: dict[RequestID, LogProbabilities] = {}
+        prev: tuple[Any, list[TextContext]] | None = None  # the last step's model inputs and sampled contexts
         for _ in range(max(1, inputs.num_steps)):
             live = [c for c in batch if not c.is_done]
             if not live:
                 break
-            step = self.forward_and_sample([(c, c.active_length) for c in live])
+            if prev is not None and prev[0] is not None and prev[1] == live and all(c.active_length == 1 for c in live):
+                next_tokens = torch.tensor([c.tokens[-1] for c in live], dtype=torch.int64)
+                model_inputs = self.pipeline_model.prepare_next_token_inputs(next_tokens, prev[0])
+                step = self._execute_and_sample(model_inputs, live, {}, None)
+                prev = (model_inputs, live)
+            else:
+                step, model_inputs, sampled = self._initial_step([(c, c.active_length) for c in live], {})
+                prev = (model_inputs, sampled)
             for ctx in live:
                 ctx.num_computed_tokens = len(ctx.tokens)
-                self.kv_manager.commit(ctx)
+            self.kv_manager.step(live)
+            for ctx in live:
                 tok = step.sampled.get(ctx.request_id)
                 if tok is None:
                     continue

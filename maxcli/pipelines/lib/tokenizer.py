@@ -32,8 +32,14 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         max_length: int | None = None,
         trust_remote_code: bool = False,
         gguf_file: str | None = None,
+        context_validators: list[Any] | None = None,
+        context_type: type | None = None,
         **kwargs: Any,
     ) -> None:
+        """`context_validators` run on every new context (an architecture's SupportedArchitecture field);
+        `context_type` is the context class new_context builds (TextContext unless the arch says otherwise)."""
+        self.context_validators = list(context_validators or [])
+        self.context_type = context_type or TextContext
         path = Path(model_path)
         if gguf_file is None and path.suffix == ".gguf" and path.is_file():
             model_path, gguf_file = str(path.parent), path.name
@@ -149,13 +155,15 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
         limit = self.max_length
         if limit is not None and len(tokens) > limit:
             raise InputError(f"prompt of {len(tokens)} tokens is longer than max_length {limit}")
-        return TextContext(
+        context = self.context_type(
             request_id=request.request_id,
             tokens=tokens,
             max_length=limit if limit is not None else len(tokens) + _FALLBACK_MAX_LENGTH,
             sampling_params=request.sampling_params,
             eos_token_ids=frozenset(self._eos_ids),
         )
+        run_context_validators(self.context_validators, context)
+        return context
 
     def _check_token_ids(self, ids: list[Any]) -> list[int]:
         vocab = self.vocab_size
@@ -163,6 +171,19 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
             if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
                 raise InputError(f"prompt token {t!r} is not a token id in [0, {vocab})")
         return list(ids)
+
+
+def run_context_validators(validators: list[Any], context: Any) -> None:
+    """Each validator sees the new context; a failure is an InputError with the validator's message (the
+    seeds ask validators to raise InputError; any other exception is reported the same way)."""
+    for validate in validators:
+        try:
+            validate(context)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user validator's own exception type
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{getattr(validate, '__name__', 'context validator')}: {first}") from None
 
 
 class IncrementalDetokenizer:
