@@ -12,7 +12,7 @@ from maxcli.kv_cache.paged_cache import (
     PagedKVCacheManager,
     estimate_num_blocks,
 )
-from maxcli.kv_cache.step_inputs import StepInputs, build_step_inputs
+from maxcli.kv_cache.step_inputs import StepInputs, build_next_decode_inputs, build_step_inputs
 
 
 def __getattr__(name: str) -> Any:
@@ -34,6 +34,7 @@ __all__ = [
     "KVCacheStrategy",
     "PagedKVCacheManager",
     "StepInputs",
+    "build_next_decode_inputs",
     "build_step_inputs",
     "estimate_num_blocks",
     "hash_block_tokens",

@@ -133,3 +133,34 @@ def build_step_inputs(
         sample_contexts=sample_contexts,
         rows_per_context=rows_per_context if drafts else None,
     )
+
+
+def build_next_decode_inputs(
+    kv: PagedKVCacheManager, prev: AttentionMetadata, request_ids: Sequence[Any], next_tokens: torch.Tensor
+) -> StepInputs:
+    """The decode step after a step whose attention metadata is `prev`: each sampled sequence of that step
+    (its logits rows, in `request_ids` order) feeds the token it drew at the next position. The caller has
+    appended the tokens to the contexts and allocated their pages (kv.alloc); `sample_contexts` is left
+    empty (the rows are `request_ids`)."""
+    assert prev.logits_indices is not None
+    ps = kv.page_size
+    device = kv.device
+    rows = torch.searchsorted(prev.cu_seqlens_q[1:].long(), prev.logits_indices.long(), right=True)
+    seq_lens = prev.seq_lens_k.long()[rows] + 1
+    positions = seq_lens - 1
+    tables = [kv.block_table_tensor(r) for r in request_ids]
+    block_tables = pad_sequence(tables, batch_first=True).to(device)
+    slots = block_tables.long().gather(1, (positions // ps)[:, None])[:, 0] * ps + positions % ps
+    B = len(tables)
+    attention = AttentionMetadata(
+        slot_mapping=slots,
+        block_tables=block_tables,
+        cu_seqlens_q=torch.arange(B + 1, dtype=torch.int32, device=device),
+        seq_lens_k=seq_lens.to(torch.int32),
+        max_seqlen_q=1,
+        max_seqlen_k=int(seq_lens.max()),
+        is_decode=True,
+        logits_indices=torch.arange(B, device=device),
+    )
+    return StepInputs(input_ids=next_tokens.reshape(-1).to(device=device, dtype=torch.int64), positions=positions,
+                      attention=attention, sample_contexts=[])

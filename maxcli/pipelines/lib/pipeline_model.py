@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 import torch
 
 from maxcli.distributed.parallel_state import current_group
-from maxcli.kv_cache import KVCacheParams
+from maxcli.kv_cache import KVCacheParams, build_next_decode_inputs
 from maxcli.nn import bind_kv_caches
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
 from maxcli.nn.fused_decode import decode_row_chunks
@@ -275,37 +275,10 @@ class TorchTextGenerationModel(PipelineModel):
         """Decode step after prev: one new token per sampled sequence at the next position.
 
         The caller has appended next_tokens to the contexts and allocated their pages (kv.alloc)."""
-        prev = prev_model_inputs.attention
-        assert prev.logits_indices is not None
-        bs = self.kv_manager.page_size
-        seq_lens = prev.seq_lens_k.long()[self._sampled_rows(prev)] + 1
-        positions = seq_lens - 1
-        tables = [self.kv_manager.block_table_tensor(r) for r in prev_model_inputs.request_ids]
-        block_tables = torch.nn.utils.rnn.pad_sequence(tables, batch_first=True).to(self.device)
-        slots = block_tables.long().gather(1, (positions // bs)[:, None])[:, 0] * bs + positions % bs
-        B = len(tables)
-        meta = AttentionMetadata(
-            slot_mapping=slots,
-            block_tables=block_tables,
-            cu_seqlens_q=torch.arange(B + 1, dtype=torch.int32, device=self.device),
-            seq_lens_k=seq_lens.to(torch.int32),
-            max_seqlen_q=1,
-            max_seqlen_k=int(seq_lens.max()),
-            is_decode=True,
-            logits_indices=torch.arange(B, device=self.device),
-        )
-        return ModelInputs(
-            input_ids=next_tokens.reshape(-1).to(device=self.device, dtype=torch.int64),
-            positions=positions,
-            attention=meta,
-            request_ids=list(prev_model_inputs.request_ids),
-        )
-
-    @staticmethod
-    def _sampled_rows(meta: AttentionMetadata) -> torch.Tensor:
-        """Sequence index of each logits row (the rows are the last tokens of sampled sequences)."""
-        assert meta.logits_indices is not None
-        return torch.searchsorted(meta.cu_seqlens_q[1:].long(), meta.logits_indices.long(), right=True)
+        step = build_next_decode_inputs(self.kv_manager, prev_model_inputs.attention,
+                                        prev_model_inputs.request_ids, next_tokens)
+        return ModelInputs(input_ids=step.input_ids, positions=step.positions, attention=step.attention,
+                           request_ids=list(prev_model_inputs.request_ids))
 
     # -- forward ----------------------------------------------------------------------------------------
 
