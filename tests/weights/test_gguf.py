@@ -11,11 +11,18 @@ import pytest
 import torch
 from gguf import GGUFWriter
 
-from maxcli.weights import GGUFFile, WeightsError, gguf_to_hf_names, load_weights
+from maxcli.pipelines import PIPELINE_REGISTRY
+from maxcli.weights import GGUFFile, WeightsError, load_weights
 from maxcli.weights.gguf_names import unpermute_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gguf_factory import write_tiny_gguf  # noqa: E402
+
+
+def gguf_to_hf_names(tensors, cfg):
+    """The GGUF weights as the architecture's own adapter renames them (its folder's weight_adapters)."""
+    arch = PIPELINE_REGISTRY.lookup(cfg["architectures"][0])
+    return arch.weight_adapters["gguf"](tensors, cfg)
 
 
 def test_smollm2_hf_names_equal_transformers_state_dict(smollm2_gguf: Path) -> None:
@@ -145,3 +152,22 @@ def test_unsupported_architecture_is_clear(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(WeightsError, match="'bert' is not supported"):
         GGUFFile(tmp_path / "b.gguf").hf_config()
+
+
+def test_forced_rope_type_decides_the_qk_row_order(smollm2_gguf: Path) -> None:
+    """rope_type only matters for GGUF weights: "normal" files (llama.cpp's interleaved rotary pairs) get
+    their Q/K rows un-permuted; forcing "neox" on such a file keeps the file's order."""
+    from maxcli.config import PipelineConfig
+
+    gguf = GGUFFile(smollm2_gguf)
+    cfg = gguf.hf_config()
+    adapter = PIPELINE_REGISTRY.lookup("LlamaForCausalLM").weight_adapters["gguf"]
+    default = adapter(gguf.tensors, cfg, PipelineConfig())
+    forced = adapter(gguf.tensors, cfg, PipelineConfig(rope_type="neox"))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(default[name].to_tensor(), forced[name].to_tensor())
+    assert torch.equal(forced[name].to_tensor(), gguf.tensors["blk.0.attn_q.weight"].to_tensor())
+    assert torch.equal(default["model.layers.0.mlp.up_proj.weight"].to_tensor(),
+                       forced["model.layers.0.mlp.up_proj.weight"].to_tensor())
+    perm = unpermute_rows(576, 9)
+    assert torch.equal(default[name].to_tensor(), forced[name].to_tensor()[perm])

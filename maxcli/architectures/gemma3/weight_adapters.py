@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from maxcli.architectures.llama3.weight_adapters import NON_WEIGHT_SUFFIXES, convert_gguf_state_dict
+from maxcli.architectures.llama3.weight_adapters import NON_WEIGHT_SUFFIXES, gguf_state_dict
+from maxcli.config.enums import RopeType
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -23,6 +24,12 @@ _DECODER_PREFIXES = {
     "language_model.model.": "model.",
     "model.language_model.": "model.",
     "language_model.lm_head.": "lm_head.",
+}
+# GGUF block tensors Gemma 3 names its own way (four norms per layer).
+_GGUF_LAYER_NAMES = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
 }
 _NON_TEXT_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 
@@ -38,3 +45,9 @@ def convert_safetensor_state_dict(state: Mapping[str, W], hf_config: PretrainedC
                 break
         out[name] = w
     return out
+
+
+def convert_gguf_state_dict(state: Mapping[str, Any], hf_config: Any, pipeline_config: Any = None) -> dict[str, Any]:
+    """Gemma files store RMSNorm weights as (1 + w); HF's Gemma3RMSNorm adds the 1 itself: -1 here."""
+    return gguf_state_dict(state, hf_config, pipeline_config, RopeType.neox, layer_names=_GGUF_LAYER_NAMES,
+                           norm_shift=-1.0)

@@ -1,5 +1,13 @@
-"""Checkpoint names are HF's, as for Llama (see maxcli.architectures.llama3.weight_adapters)."""
+"""Checkpoint names are HF's, as for Llama (see maxcli.architectures.llama3.weight_adapters); GGUF files
+of this family keep Q/K rows in order (neox rope)."""
 
-from maxcli.architectures.llama3.weight_adapters import convert_gguf_state_dict, convert_safetensor_state_dict
+from typing import Any
+
+from maxcli.architectures.llama3.weight_adapters import convert_safetensor_state_dict, gguf_state_dict
+from maxcli.config.enums import RopeType
 
 __all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
+
+
+def convert_gguf_state_dict(state: Any, hf_config: Any, pipeline_config: Any = None) -> dict[str, Any]:
+    return gguf_state_dict(state, hf_config, pipeline_config, RopeType.neox)

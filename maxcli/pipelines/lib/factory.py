@@ -133,7 +133,22 @@ def load_state_dict(resolved: ResolvedModel, arch: SupportedArchitecture) -> dic
         if resolved.weights_format is not arch.default_weights_format:
             raise ConfigError(f"{arch.name} cannot load {resolved.weights_format} weights")
         return dict(weights)
-    return adapter(weights, resolved.hf_config)
+    return call_weight_adapter(adapter, weights, resolved.hf_config, resolved.config)
+
+
+def call_weight_adapter(adapter: Any, weights: Any, hf_config: Any, pipeline_config: PipelineConfig) -> dict[str, Any]:
+    """`adapter(weights, huggingface_config[, pipeline_config])`: the guide's adapters take two arguments;
+    one that takes a third (or **kwargs) also gets the resolved PipelineConfig (its rope_type, ...)."""
+    import inspect
+
+    try:
+        params = inspect.signature(adapter).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 3 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return adapter(weights, hf_config, pipeline_config)
+    return adapter(weights, hf_config)
 
 
 def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchitecture) -> Any:
