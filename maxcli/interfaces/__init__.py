@@ -6,7 +6,7 @@ import enum
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 
 class PipelineTask(str, enum.Enum):
@@ -155,6 +155,18 @@ RequestT = TypeVar("RequestT")
 EncodedT = TypeVar("EncodedT")
 
 
+class PipelineInputs:
+    """Base of a pipeline's inputs (TextGenerationInputs, EmbeddingsGenerationInputs)."""
+
+
+@runtime_checkable
+class PipelineOutput(Protocol):
+    """What a pipeline returns per request: at least whether the request is done."""
+
+    @property
+    def is_done(self) -> bool: ...
+
+
 @dataclass
 class LogProbabilities:
     """Log probability of each sampled token and its top alternatives (token id -> logprob)."""
@@ -176,7 +188,7 @@ class TextGenerationOutput:
 
 
 @dataclass
-class TextGenerationInputs(Generic[ContextT]):
+class TextGenerationInputs(PipelineInputs, Generic[ContextT]):
     """One engine step: batches of contexts keyed by request id, and how many decode steps to run."""
 
     batches: list[dict[RequestID, ContextT]]
@@ -191,7 +203,7 @@ class TextGenerationInputs(Generic[ContextT]):
 
 
 @dataclass
-class EmbeddingsGenerationInputs(Generic[ContextT]):
+class EmbeddingsGenerationInputs(PipelineInputs, Generic[ContextT]):
     batches: list[dict[RequestID, ContextT]]
 
     @property
@@ -249,6 +261,8 @@ __all__ = [
     "InputError",
     "LogProbabilities",
     "Pipeline",
+    "PipelineInputs",
+    "PipelineOutput",
     "PipelineTask",
     "PipelineTokenizer",
     "RequestID",

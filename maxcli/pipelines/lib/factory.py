@@ -7,6 +7,7 @@ config in); entry points that start from a bare config live in maxcli.pipelines.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maxcli.config import ConfigError, PipelineConfig, SupportedEncoding, WeightsFormat
+from maxcli.config.pipeline_config import nest_config_values
 from maxcli.interfaces import PipelineTask
 from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
 from maxcli.pipelines.lib.supported_architecture import SupportedArchitecture
@@ -73,10 +75,12 @@ def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture
 
     config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
     validate_devices_available(config)
-    updates: dict[str, Any] = {k: v for k, v in arch.required_arguments.items() if k in PipelineConfig.model_fields}
+    config = with_required_arguments(config, arch)
+    updates: dict[str, Any] = {}
     repo = huggingface_repo_for(config)
+    weights_repo = dataclasses.replace(repo, revision=config.huggingface_weight_revision)
     encoding, paths = resolve_encoding_and_weights(
-        repo,
+        weights_repo,
         config.quantization_encoding,
         list(config.weight_path),
         arch.default_encoding,
@@ -84,13 +88,17 @@ def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture
         config.allow_safetensors_weights_fp32_bf6_bidirectional_cast,
     )
     # Repo-relative names become local files (downloaded into the HF cache for online repos).
-    paths = [p if p.exists() else repo.download(str(p), force_download=config.force_download) for p in paths]
+    paths = [p if p.exists() else weights_repo.download(str(p), force_download=config.force_download) for p in paths]
     if encoding not in arch.supported_encodings:
         supported = ", ".join(str(e) for e in arch.supported_encodings)
         raise ConfigError(f"{arch.name} does not support encoding {encoding} (supported: {supported})")
     updates["quantization_encoding"] = encoding
     if config.rope_type is None:
         updates["rope_type"] = arch.rope_type
+    if arch.requires_max_batch_context_length and "max_batch_input_tokens" not in config.model_fields_set:
+        # the architecture needs a whole sequence's context in one step: the budget covers max_seq_len
+        max_seq_len = arch.pipeline_model.calculate_max_seq_len(config, hf_config)
+        updates["max_batch_input_tokens"] = max(config.max_batch_input_tokens, max_seq_len)
     resolved_config = config.model_copy(update=updates)
     resolved = ResolvedModel(resolved_config, repo, hf_config, encoding, paths, _format_of(paths[0]))
     if resolved.weights_format is WeightsFormat.gguf:
@@ -99,6 +107,26 @@ def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture
         for p in paths:  # the read overlaps tokenizer and model set-up
             GGUFFile.open(p).map_in_background()
     return resolved
+
+
+def with_required_arguments(config: PipelineConfig, arch: SupportedArchitecture) -> PipelineConfig:
+    """The config with the architecture's required_arguments applied (top-level names, section names
+    flat or as `section.name` / nested mappings); a name that is no PipelineConfig setting is an error."""
+    if not arch.required_arguments:
+        return config
+    values: dict[str, Any] = {}
+    for key, value in arch.required_arguments.items():
+        section, _, name = str(key).partition(".")
+        values.update({section: {name: value}} if name else {key: value})
+    try:
+        nested = nest_config_values(values, f"{arch.name} required_arguments")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (not a PipelineConfig setting)") from None
+    updates: dict[str, Any] = {}
+    for key, value in nested.items():
+        current = getattr(config, key)
+        updates[key] = current.model_copy(update=value) if isinstance(value, dict) else value
+    return config.model_copy(update=updates)
 
 
 def build_tokenizer(config: PipelineConfig, arch: SupportedArchitecture) -> Any:

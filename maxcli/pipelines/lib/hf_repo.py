@@ -78,9 +78,9 @@ class HuggingFaceRepo:
     """
 
     repo_id: str
-    revision: str = "main"
     trust_remote_code: bool = False
     repo_type: RepoType | None = None
+    revision: str = "main"  # after the seeds' three fields, so their positional order holds
 
     def __post_init__(self) -> None:
         if self.repo_type is None:

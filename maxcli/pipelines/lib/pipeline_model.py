@@ -7,7 +7,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import torch
 
@@ -186,13 +186,31 @@ def hf_max_positions(huggingface_config: Any) -> int:
     return 2048
 
 
-class TorchTextGenerationModel(PipelineModel):
-    """Runs an architecture's torch module (`module_class`) over the paged KV cache.
+class TextGenerationModule(Protocol):
+    """The module contract TorchTextGenerationModel drives (what an architecture's `module_class` is).
 
-    The module contract: module_class(hf_config, dtype), forward(input_ids, positions) -> hidden [T, H],
-    compute_logits(hidden) -> float32 logits, load_weights(mapping of HF names). Attention reads the
-    AttentionMetadata set around each forward.
+    Built as `module_class(hf_config, dtype)` on the target device; `kv_cache_shape(hf_config)` gives
+    (layers, KV heads, head size) before any module exists; `load_weights(mapping)` takes HF-named tensors
+    or lazy WeightData (what the module swap left); `forward(input_ids [T], positions [T]) -> hidden [T, H]`
+    reads the AttentionMetadata set around it; `compute_logits(hidden [N, H]) -> float32 [N, vocab]`.
+    Optional: `stacked_params` / `ignored_weights` (fused checkpoint tensors, entries that are no weights).
     """
+
+    def __init__(self, config: Any, dtype: torch.dtype = torch.float32) -> None: ...
+
+    @staticmethod
+    def kv_cache_shape(config: Any) -> tuple[int, int, int]: ...
+
+    def load_weights(self, weights: Mapping[str, Any]) -> None: ...
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor: ...
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchTextGenerationModel(PipelineModel):
+    """Runs an architecture's torch module (`module_class`, a TextGenerationModule) over the paged KV
+    cache. Attention reads the AttentionMetadata set around each forward."""
 
     module_class: ClassVar[type[torch.nn.Module]]
 

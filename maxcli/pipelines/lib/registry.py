@@ -130,6 +130,7 @@ class PipelineRegistry:
     def _require_architecture(
         self, pipeline_config: "PipelineConfig", override_architecture: str | None, task: PipelineTask | None
     ) -> SupportedArchitecture:
+        override_architecture = override_architecture or getattr(pipeline_config, "architecture", None)
         if override_architecture:
             arch = self._lookup(override_architecture, task)
             names = [override_architecture]
