@@ -25,7 +25,7 @@ def draft_config(config: Any, target_pipeline: Any) -> Any:
     return config.model_copy(update={
         "model_path": config.speculative.draft_model, "served_model_name": None, "weight_path": [],
         "max_length": target_pipeline.max_seq_len, "speculative": SpeculativeConfig(), "kv_cache": kv,
-        "quantization_encoding": None,
+        "quantization_encoding": None, "architecture": None,  # the draft's own file names its architecture
     })
 
 

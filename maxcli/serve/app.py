@@ -66,9 +66,9 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
 def _load_model(state: ServerState, on_failure: Callable[[str], None] | None) -> None:
     config = state.config
     try:
-        from maxcli.pipelines.lib.entrypoints import model_task
+        from maxcli.pipelines.lib.entrypoints import resolve_model
 
-        task = model_task(config)
+        config, task = resolve_model(config)  # the one architecture lookup; the loads below reuse it
         if task is PipelineTask.EMBEDDINGS_GENERATION:
             from maxcli.pipelines.lib.entrypoints import load_embeddings_pipeline
 

@@ -1,28 +1,71 @@
-"""GGUF metadata -> the fields of a HF config.json, for the architectures maxcli runs from GGUF.
+"""GGUF metadata -> the fields of a HF config.json: the generic conversion, and the GGUFArchitecture record
+through which an architecture folder says how its family's files read (nothing here names a family).
 
 Key names follow llama.cpp's `{arch}.*` convention (gguf.constants.Keys). Values that HF derives from
 defaults (e.g. head_dim = hidden_size / heads) are filled in so consumers need no GGUF knowledge.
+
+The families come from the installed architecture packages (the `maxcli.architectures` entry points that
+PIPELINE_REGISTRY registers): each may export GGUF_ARCHITECTURES, a list of GGUFArchitecture.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Callable
 
 from maxcli.weights.weight_data import WeightsError
 
 if TYPE_CHECKING:
     from maxcli.weights.gguf import GGUFFile
 
-# GGUF architecture -> (HF model_type, HF architectures[0])
-_ARCHS: dict[str, tuple[str, str]] = {
-    "llama": ("llama", "LlamaForCausalLM"),
-    "mistral": ("mistral", "MistralForCausalLM"),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-    "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
-    "phi3": ("phi3", "Phi3ForCausalLM"),
-}
+ENTRY_POINT_GROUP = "maxcli.architectures"
+
+
+@dataclass(frozen=True)
+class GGUFArchitecture:
+    """How one family's GGUF files become a HF config.
+
+    gguf_name: the files' `general.architecture`; model_type / hf_architecture: what config.json would say.
+    claims: for a family whose files carry another family's name (Mistral in "llama" files), whether this
+    file is one of its own; checked before plain name matches. fix(gguf, config): the family's own fields,
+    after the common ones. Defaults fill rope_theta / rms_norm_eps when the file gives none;
+    head_dim_from_rope: head_dim is the rope dimension count (files that store no key_length).
+    """
+
+    gguf_name: str
+    model_type: str
+    hf_architecture: str
+    rope_theta: float = 10_000.0
+    rms_norm_eps: float = 1e-5
+    head_dim_from_rope: bool = False
+    claims: Callable[["GGUFFile"], bool] | None = None
+    fix: Callable[["GGUFFile", dict[str, Any]], None] | None = None
+
+
+@functools.cache
+def installed_gguf_architectures() -> tuple[GGUFArchitecture, ...]:
+    """GGUF_ARCHITECTURES of every installed architecture package, in entry-point name order."""
+    found: list[GGUFArchitecture] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found.extend(getattr(ep.load(), "GGUF_ARCHITECTURES", ()))
+    return tuple(found)
+
+
+def gguf_architecture(gguf: "GGUFFile", architectures: tuple[GGUFArchitecture, ...] | None = None) -> GGUFArchitecture:
+    """The family a GGUF file belongs to; WeightsError for a family no installed package reads."""
+    specs = installed_gguf_architectures() if architectures is None else architectures
+    name = gguf.architecture
+    for spec in specs:
+        if spec.gguf_name == name and spec.claims is not None and spec.claims(gguf):
+            return spec
+    for spec in specs:
+        if spec.gguf_name == name and spec.claims is None:
+            return spec
+    supported = ", ".join(sorted({s.gguf_name for s in specs})) or "none installed"
+    raise WeightsError(f"{gguf.path}: GGUF architecture {name!r} is not supported (supported: {supported})")
 
 # "{arch}." suffix -> HF key
 _COMMON_KEYS = {
@@ -46,17 +89,7 @@ _TOKEN_KEYS = {
 }
 
 
-def hf_architecture(gguf: "GGUFFile") -> str:
-    """The GGUF architecture name as maxcli understands it: llama files of Mistral models -> mistral."""
-    arch = gguf.architecture
-    if arch == "llama":
-        name = str(gguf.get("general.name", "") or "").lower()
-        if "mistral" in name or gguf.get("llama.attention.sliding_window") is not None:
-            return "mistral"
-    return arch
-
-
-def _rope_scaling(gguf: "GGUFFile", arch: str, config: dict[str, Any]) -> dict[str, Any] | None:
+def _rope_scaling(gguf: "GGUFFile", config: dict[str, Any]) -> dict[str, Any] | None:
     key = gguf.architecture
     kind = gguf.get(f"{key}.rope.scaling.type")
     factor = gguf.get(f"{key}.rope.scaling.factor")
@@ -70,8 +103,6 @@ def _rope_scaling(gguf: "GGUFFile", arch: str, config: dict[str, Any]) -> dict[s
             "long_factor": tensors["rope_factors_long.weight"].to_tensor().tolist(),
             "short_factor": tensors["rope_factors_short.weight"].to_tensor().tolist(),
         }
-    if "rope_freqs.weight" in tensors and arch in ("llama", "mistral"):
-        return _llama3_scaling(tensors["rope_freqs.weight"].to_tensor().tolist(), config)
     if kind in (None, "none") or factor is None:
         return None
     scaling: dict[str, Any] = {"rope_type": str(kind), "factor": float(factor)}
@@ -88,7 +119,7 @@ def _rope_scaling(gguf: "GGUFFile", arch: str, config: dict[str, Any]) -> dict[s
     return scaling
 
 
-def _llama3_scaling(freq_factors: list[float], config: dict[str, Any]) -> dict[str, Any]:
+def llama3_rope_scaling(freq_factors: list[float], config: dict[str, Any]) -> dict[str, Any]:
     """Recover Llama-3 rope_scaling from llama.cpp's per-frequency divisors (`rope_freqs.weight`).
 
     Per frequency i with wavelength w_i: divisor 1 (short w), `factor` (long w), and in between
@@ -114,14 +145,11 @@ def _llama3_scaling(freq_factors: list[float], config: dict[str, Any]) -> dict[s
     return scaling
 
 
-def gguf_to_hf_config(gguf: "GGUFFile") -> dict[str, Any]:
+def gguf_to_hf_config(gguf: "GGUFFile", architectures: tuple[GGUFArchitecture, ...] | None = None) -> dict[str, Any]:
     """HF config.json fields for a GGUF file; WeightsError for an architecture maxcli cannot run."""
     file_arch = gguf.architecture
-    arch = hf_architecture(gguf)
-    if arch not in _ARCHS:
-        raise WeightsError(f"{gguf.path}: GGUF architecture {file_arch!r} is not supported (supported: {', '.join(_ARCHS)})")
-    model_type, hf_arch = _ARCHS[arch]
-    config: dict[str, Any] = {"architectures": [hf_arch], "model_type": model_type}
+    spec = gguf_architecture(gguf, architectures)
+    config: dict[str, Any] = {"architectures": [spec.hf_architecture], "model_type": spec.model_type}
     for suffix, hf_key in _COMMON_KEYS.items():
         value = gguf.get(f"{file_arch}.{suffix}")
         if value is not None:
@@ -142,26 +170,14 @@ def gguf_to_hf_config(gguf: "GGUFFile") -> dict[str, Any]:
     config.setdefault("num_key_value_heads", config["num_attention_heads"])
     if "head_dim" not in config:
         rope_dim = gguf.get(f"{file_arch}.rope.dimension_count")
-        config["head_dim"] = rope_dim if arch in ("llama", "mistral") and rope_dim else (
+        config["head_dim"] = rope_dim if spec.head_dim_from_rope and rope_dim else (
             config["hidden_size"] // config["num_attention_heads"]
         )
-    config.setdefault("rope_theta", 1_000_000.0 if arch in ("qwen2", "qwen3", "gemma3") else 10_000.0)
-    config.setdefault("rms_norm_eps", 1e-6 if arch in ("qwen2", "qwen3", "gemma3") else 1e-5)
+    config.setdefault("rope_theta", spec.rope_theta)
+    config.setdefault("rms_norm_eps", spec.rms_norm_eps)
     config["tie_word_embeddings"] = "output.weight" not in gguf.tensors
-    config["rope_scaling"] = _rope_scaling(gguf, arch, config)
+    config["rope_scaling"] = _rope_scaling(gguf, config)
     config["torch_dtype"] = "float32"
-    if arch == "phi3":
-        config.setdefault("original_max_position_embeddings", config.get("max_position_embeddings"))
-        rope_dim = gguf.get("phi3.rope.dimension_count")
-        if rope_dim and config["head_dim"]:
-            config["partial_rotary_factor"] = rope_dim / config["head_dim"]
-    if arch == "gemma3":
-        # llama.cpp scales queries by 1/sqrt(hidden/heads) for the 62-layer (27B) model, else 1/sqrt(head_dim)
-        big = config["num_hidden_layers"] == 62
-        config["query_pre_attn_scalar"] = config["hidden_size"] // config["num_attention_heads"] if big else config["head_dim"]
-        config["rope_local_base_freq"] = float(gguf.get("gemma3.rope.freq_base_swa", 10_000.0))
-        pattern = gguf.get("gemma3.attention.sliding_window_pattern")
-        config["sliding_window_pattern"] = int(pattern) if isinstance(pattern, int) else 6
-    if arch in ("qwen3", "gemma3"):
-        config["qk_norm"] = True  # per-head RMSNorm on q and k (attn_q_norm / attn_k_norm tensors)
+    if spec.fix is not None:
+        spec.fix(gguf, config)
     return config

@@ -51,3 +51,20 @@ def convert_gguf_state_dict(state: Mapping[str, Any], hf_config: Any, pipeline_c
     """Gemma files store RMSNorm weights as (1 + w); HF's Gemma3RMSNorm adds the 1 itself: -1 here."""
     return gguf_state_dict(state, hf_config, pipeline_config, RopeType.neox, layer_names=_GGUF_LAYER_NAMES,
                            norm_shift=-1.0)
+
+
+def _gemma3_gguf_config(gguf: Any, config: dict[str, Any]) -> None:
+    # llama.cpp scales queries by 1/sqrt(hidden/heads) for the 62-layer (27B) model, else 1/sqrt(head_dim)
+    big = config["num_hidden_layers"] == 62
+    config["query_pre_attn_scalar"] = config["hidden_size"] // config["num_attention_heads"] if big else config["head_dim"]
+    config["rope_local_base_freq"] = float(gguf.get("gemma3.rope.freq_base_swa", 10_000.0))
+    pattern = gguf.get("gemma3.attention.sliding_window_pattern")
+    config["sliding_window_pattern"] = int(pattern) if isinstance(pattern, int) else 6
+    config["qk_norm"] = True  # per-head RMSNorm on q and k (attn_q_norm / attn_k_norm tensors)
+
+
+def gguf_architectures() -> list[Any]:
+    from maxcli.weights.gguf_config import GGUFArchitecture
+
+    return [GGUFArchitecture("gemma3", "gemma3_text", "Gemma3ForCausalLM", rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                             fix=_gemma3_gguf_config)]

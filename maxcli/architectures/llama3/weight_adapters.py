@@ -50,3 +50,17 @@ def convert_gguf_state_dict(
     state: Mapping[str, Any], hf_config: PretrainedConfig | Mapping[str, Any], pipeline_config: Any = None
 ) -> dict[str, Any]:
     return gguf_state_dict(state, hf_config, pipeline_config, RopeType.normal)
+
+
+def llama_gguf_config(gguf: Any, config: dict[str, Any]) -> None:
+    """Llama-3 files keep their rope scaling as per-frequency divisors (`rope_freqs.weight`)."""
+    from maxcli.weights.gguf_config import llama3_rope_scaling
+
+    if "rope_freqs.weight" in gguf.tensors:
+        config["rope_scaling"] = llama3_rope_scaling(gguf.tensors["rope_freqs.weight"].to_tensor().tolist(), config)
+
+
+def gguf_architectures() -> list[Any]:
+    from maxcli.weights.gguf_config import GGUFArchitecture
+
+    return [GGUFArchitecture("llama", "llama", "LlamaForCausalLM", head_dim_from_rope=True, fix=llama_gguf_config)]

@@ -11,3 +11,16 @@ __all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
 
 def convert_gguf_state_dict(state: Any, hf_config: Any, pipeline_config: Any = None) -> dict[str, Any]:
     return gguf_state_dict(state, hf_config, pipeline_config, RopeType.longrope, layer_names={"ffn_up": "mlp.gate_up_proj"})
+
+
+def _phi3_gguf_config(gguf: Any, config: dict[str, Any]) -> None:
+    config.setdefault("original_max_position_embeddings", config.get("max_position_embeddings"))
+    rope_dim = gguf.get("phi3.rope.dimension_count")
+    if rope_dim and config["head_dim"]:
+        config["partial_rotary_factor"] = rope_dim / config["head_dim"]
+
+
+def gguf_architectures() -> list[Any]:
+    from maxcli.weights.gguf_config import GGUFArchitecture
+
+    return [GGUFArchitecture("phi3", "phi3", "Phi3ForCausalLM", fix=_phi3_gguf_config)]

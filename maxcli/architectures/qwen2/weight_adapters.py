@@ -11,3 +11,9 @@ __all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
 
 def convert_gguf_state_dict(state: Any, hf_config: Any, pipeline_config: Any = None) -> dict[str, Any]:
     return gguf_state_dict(state, hf_config, pipeline_config, RopeType.neox)
+
+
+def gguf_architectures() -> list[Any]:
+    from maxcli.weights.gguf_config import GGUFArchitecture
+
+    return [GGUFArchitecture("qwen2", "qwen2", "Qwen2ForCausalLM", rope_theta=1_000_000.0, rms_norm_eps=1e-6)]

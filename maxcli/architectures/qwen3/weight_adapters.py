@@ -11,3 +11,13 @@ __all__ = ["convert_gguf_state_dict", "convert_safetensor_state_dict"]
 
 def convert_gguf_state_dict(state: Any, hf_config: Any, pipeline_config: Any = None) -> dict[str, Any]:
     return gguf_state_dict(state, hf_config, pipeline_config, RopeType.neox)
+
+
+def _qwen3_gguf_config(gguf: Any, config: dict[str, Any]) -> None:
+    config["qk_norm"] = True  # per-head RMSNorm on q and k (attn_q_norm / attn_k_norm tensors)
+
+
+def gguf_architectures() -> list[Any]:
+    from maxcli.weights.gguf_config import GGUFArchitecture
+
+    return [GGUFArchitecture("qwen3", "qwen3", "Qwen3ForCausalLM", rope_theta=1_000_000.0, rms_norm_eps=1e-6, fix=_qwen3_gguf_config)]

@@ -56,11 +56,25 @@ def load_engine(config: PipelineConfig) -> Any:
     return LLMEngine(tokenizer, pipeline, config, draft)
 
 
+def resolve_model(config: PipelineConfig) -> tuple[PipelineConfig, PipelineTask]:
+    """Prepare the config and look its architecture up once: (the config with `architecture` pinned to
+    the entry found, the task). Loading the returned config does not look the model up again."""
+    config = prepare_config(config)
+    if config.engine is PipelineEngine.HUGGINGFACE:
+        return config, PipelineTask.TEXT_GENERATION  # the transformers fallback serves causal LMs only
+    task = PIPELINE_REGISTRY.retrieve_pipeline_task(config)
+    if config.architecture is None:
+        from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
+
+        arch = PIPELINE_REGISTRY.retrieve_architecture(huggingface_repo_for(config), task=task)
+        if arch is not None:
+            config = config.model_copy(update={"architecture": arch.name})
+    return config, task
+
+
 def model_task(config: PipelineConfig) -> PipelineTask:
     """The task of the config's model (custom architectures registered first)."""
-    if config.engine is PipelineEngine.HUGGINGFACE:
-        return PipelineTask.TEXT_GENERATION  # the transformers fallback serves causal LMs only
-    return PIPELINE_REGISTRY.retrieve_pipeline_task(prepare_config(config))
+    return resolve_model(config)[1]
 
 
 def load_embeddings_pipeline(config: PipelineConfig, truncate: bool = False) -> Any:
