@@ -18,6 +18,22 @@ from maxcli.config.yaml_file import load_yaml_section
 from maxcli.driver import DeviceSpec, parse_device_specs
 
 
+def check_max_length(v: Optional[int]) -> Optional[int]:
+    """max_length must be non-negative when given."""
+    if v is not None and v < 0:
+        raise ValueError(f"max_length must be non-negative, got {v}")
+    return v
+
+
+def coerce_device_specs(v: Any) -> Any:
+    """`cpu` / `gpu:0,1` strings (or a list of them) -> DeviceSpecs; anything else is left to pydantic."""
+    if isinstance(v, str):
+        return parse_device_specs(v)
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return [spec for x in v for spec in parse_device_specs(x)]
+    return v
+
+
 class ConfigFileModel(BaseModel):
     """A config whose values may come from a YAML file: `config_file` (and `section_name`) are read at
     construction, explicit keywords win over the file."""
@@ -64,16 +80,12 @@ class MAXModelConfig(MAXModelConfigBase):
     @classmethod
     def validate_max_length(cls, v: Optional[int]) -> Optional[int]:
         """max_length must be non-negative when given."""
-        if v is not None and v < 0:
-            raise ValueError(f"max_length must be non-negative, got {v}")
-        return v
+        return check_max_length(v)
 
     @field_validator("device_specs", mode="before")
     @classmethod
     def _parse_devices(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return parse_device_specs(v)
-        return v
+        return coerce_device_specs(v)
 
     @field_validator("use_subgraphs")
     @classmethod

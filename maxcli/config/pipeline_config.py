@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
+from maxcli.config.model_config import MAXModelConfig, check_max_length, coerce_device_specs
 from maxcli.config.yaml_file import ConfigError, load_yaml_section
 from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
-from maxcli.driver import DeviceSpec, parse_device_specs
+from maxcli.driver import DeviceSpec
 
 if TYPE_CHECKING:
     from maxcli.interfaces import SamplingParams
@@ -114,18 +115,12 @@ class PipelineConfig(BaseModel):
     @field_validator("max_length")
     @classmethod
     def validate_max_length(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 0:
-            raise ValueError(f"max_length must be non-negative, got {v}")
-        return v
+        return check_max_length(v)
 
     @field_validator("device_specs", mode="before")
     @classmethod
     def _parse_devices(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return parse_device_specs(v)
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            return [spec for x in v for spec in parse_device_specs(x)]
-        return v
+        return coerce_device_specs(v)
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineConfig":
@@ -275,8 +270,6 @@ class PipelineConfig(BaseModel):
     @property
     def model(self) -> Any:
         """The model section as the newer MAX API spells it (maxcli.pipelines.lib.model_config.MAXModelConfig)."""
-        from maxcli.config.model_config import MAXModelConfig
-
         shared = [k for k in MAXModelConfig.model_fields
                   if k in PipelineConfig.model_fields and k not in ("config_file", "section_name")]  # already merged
         return MAXModelConfig(**{k: getattr(self, k) for k in shared})

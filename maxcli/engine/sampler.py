@@ -87,6 +87,9 @@ def apply_penalties(logits: torch.Tensor, contexts: Sequence["TextContext"]) -> 
     rep = _column([sp.repetition_penalty for sp in sps], logits)
     seen = torch.stack([s.prompt_mask for s in stats]) | present
     penalized = torch.where(logits < 0, logits * rep, logits / rep)
+    # a penalty near 0 (float32 rounds 5e-324 to 0) would make scores infinite, and softmax NaN
+    finfo = torch.finfo(logits.dtype)
+    penalized = torch.nan_to_num(penalized, nan=0.0, posinf=finfo.max, neginf=finfo.min)
     logits.copy_(torch.where(seen, penalized, logits))
     logits -= _column([sp.frequency_penalty for sp in sps], logits) * counts
     logits -= _column([sp.presence_penalty for sp in sps], logits) * present
@@ -261,7 +264,8 @@ class Sampler:
         if not rows:
             return out
         lp = torch.log_softmax(raw[torch.tensor(rows, device=raw.device)], dim=-1)
-        chosen = lp.gather(1, tokens[rows].to(raw.device)[:, None])[:, 0].tolist()
+        # a forced token the scores rule out (-inf) reports vLLM's floor: JSON has no infinities
+        chosen = lp.gather(1, tokens[rows].to(raw.device)[:, None])[:, 0].nan_to_num(LOGPROB_FLOOR, neginf=LOGPROB_FLOOR).tolist()
         n_top = min(max(sps[i].logprobs for i in rows), raw.shape[1])
         top_vals, top_ids = (lp.topk(n_top, dim=-1) if n_top else (lp[:, :0], lp[:, :0].long()))
         top_vals, top_ids = top_vals.tolist(), top_ids.tolist()
@@ -270,6 +274,9 @@ class Sampler:
             # tokens a grammar or a -100 bias ruled out (-inf) are no alternatives
             out[i] = (chosen[j], {t: v for t, v in zip(top_ids[j][:n], top_vals[j][:n]) if v != float("-inf")})
         return out
+
+
+LOGPROB_FLOOR = -9999.0
 
 
 def _apply_masks(logits: torch.Tensor, rows: torch.Tensor, words: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,18 @@ def test_repetition_penalty_matches_transformers() -> None:
         torch.testing.assert_close(ours[i : i + 1], ref)
 
 
+def test_a_vanishing_repetition_penalty_keeps_scores_finite() -> None:
+    """5e-324 passes `> 0` but is 0 in float32: seen tokens' scores would be infinite and softmax NaN."""
+    x = logits_for(1)
+    ctx = make_ctx([1, 2, 3], repetition_penalty=5e-324, logprobs=2, temperature=0.0)
+    ours = x.clone()
+    apply_penalties(ours, [ctx])
+    assert torch.isfinite(ours).all()
+    out = Sampler(seed=0)(x, [ctx])
+    lp, top = out.logprobs[0]  # type: ignore[misc]
+    assert all(map(lambda v: v == v and abs(v) < float("inf"), [lp, *top.values()]))
+
+
 def test_frequency_and_presence_count_output_tokens_only() -> None:
     x = logits_for(1)
     ctx = make_ctx([3, 3, 4], frequency_penalty=0.5, presence_penalty=0.25)

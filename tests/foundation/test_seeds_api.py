@@ -286,3 +286,25 @@ def test_supported_architecture_as_the_guide_writes_it() -> None:
         SupportedArchitecture(name="X", task="text_generation", default_encoding="bfloat16",
                               supported_encodings={"bfloat16": ["paged"]}, tokenizer=TextTokenizer,
                               default_weights_format="safetensors")
+
+
+def test_pipeline_model_sizing_classmethods(smollm2_gguf: Path) -> None:
+    """get_num_layers / get_kv_params / estimate_* answer before any model exists, and agree with the
+    KV cache the loader then builds."""
+    import torch
+
+    from maxcli.pipelines import PIPELINE_REGISTRY, PipelineConfig
+    from maxcli.pipelines.lib.pipeline_model import PipelineModel
+
+    config = PipelineConfig(model_path=str(smollm2_gguf), max_length=512, max_batch_size=2)
+    hf = config.huggingface_config
+    model_cls = PIPELINE_REGISTRY.lookup("LlamaForCausalLM").pipeline_model
+    params = model_cls.get_kv_params(hf, 1, config.kv_cache, torch.float32)
+    assert (model_cls.get_num_layers(hf), params.num_layers, params.n_kv_heads, params.head_dim) == (30, 30, 3, 64)
+    generic = PipelineModel.get_kv_params(hf, 1, config.kv_cache)  # the defaults read the same standard fields
+    assert (generic.num_layers, generic.n_kv_heads, generic.head_dim) == (30, 3, 64)
+    assert model_cls.estimate_weights_size(config) == smollm2_gguf.stat().st_size
+    kv_bytes = model_cls.estimate_kv_cache_size(config, hf)
+    assert kv_bytes == 2 * 32 * params.bytes_per_page  # a full batch of 2 x 512 tokens in 16-token pages
+    _, pipeline = PIPELINE_REGISTRY.retrieve(config)
+    assert pipeline.kv_manager.total_num_pages * params.bytes_per_page == kv_bytes
