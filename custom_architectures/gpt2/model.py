@@ -20,7 +20,7 @@ class Attention(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.c_attn(x).chunk(3, dim=-1)
-        shape = (x.shape[0], self.num_heads, -1)
+        shape = (x.shape[0], self.num_heads, q.shape[-1] // self.num_heads)
         return self.c_proj(self.attn(q.reshape(shape), k.reshape(shape), v.reshape(shape)))
 
 

@@ -18,7 +18,7 @@ import torch
 
 from maxcli.interfaces import RequestID
 from maxcli.kv_cache.block_pool import BlockHash, BlockPool, KVCacheOutOfBlocks, hash_block_tokens
-from maxcli.kv_cache.step_inputs import StepInputs, build_step_inputs
+from maxcli.kv_cache.step_inputs import StepInputs, build_step_inputs, empty_step_inputs
 
 if TYPE_CHECKING:
     from maxcli.pipelines.core.context import TextContext
@@ -266,6 +266,8 @@ class PagedKVCacheManager:
         mapping, page tables, lengths, and the logits rows to sample. A context in `drafts` is fed its last
         token and its drafted tokens, one logits row each. Pages must be allocated (alloc) first;
         `num_steps` is accepted for the seeds' signature (multi-step decode allocates, then fetches once)."""
+        if not context_batch:  # an empty batch (architectures with supports_empty_batches step them)
+            return empty_step_inputs(self.device)
         drafts = drafts or {}
         batch = [(c, 1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length)
                  for c in context_batch]

@@ -35,6 +35,17 @@ class StepInputs:
     rows_per_context: list[int] | None = None  # None: one row each
 
 
+def empty_step_inputs(device: torch.device) -> StepInputs:
+    """The inputs of a step over no sequence (for architectures that step empty batches)."""
+    long = torch.zeros(0, dtype=torch.int64, device=device)
+    attention = AttentionMetadata(
+        slot_mapping=long, block_tables=torch.zeros(0, 1, dtype=torch.int32, device=device),
+        cu_seqlens_q=torch.zeros(1, dtype=torch.int32, device=device), seq_lens_k=torch.zeros(0, dtype=torch.int32, device=device),
+        max_seqlen_q=0, max_seqlen_k=0, is_decode=False, logits_indices=long,
+    )
+    return StepInputs(input_ids=long, positions=long, attention=attention, sample_contexts=[])
+
+
 def build_step_inputs(
     kv: PagedKVCacheManager,
     batch: Sequence[tuple[TextContext, int]],

@@ -134,6 +134,8 @@ def store_kvcache(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
+    if slot_mapping.numel() == 0:  # a step over no tokens (an empty batch): no kernel launch
+        return
     impl = _kernels("kv_cache").store_kvcache if use_triton(k_cache) else torch_ref.store_kvcache
     impl(key, value, k_cache, v_cache, slot_mapping)
 
@@ -151,6 +153,8 @@ def paged_attention(
     sliding_window: int | None = None,
     softcap: float | None = None,
 ) -> torch.Tensor:
+    if q.shape[0] == 0:  # a step over no tokens (an empty batch): no kernel launch
+        return q.new_zeros(q.shape)
     impl = _kernels("paged_attention").paged_attention if use_triton(q) else torch_ref.paged_attention
     return impl(
         q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens_k, max_seqlen_q, max_seqlen_k, scale,

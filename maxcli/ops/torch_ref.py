@@ -93,6 +93,8 @@ def store_kvcache(
 ) -> None:
     """Write key/value [T, Hk, D] into caches [num_blocks, block_size, Hk, D] at slot_mapping [T] (-1 skips)."""
     bs = k_cache.shape[1]
+    if slot_mapping.numel() == 0:  # a step over no tokens writes nothing
+        return
     if int(slot_mapping.min()) < 0:
         keep = slot_mapping >= 0
         key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
@@ -128,6 +130,8 @@ def paged_attention(
     """
     T, H, D = q.shape
     B = block_tables.shape[0]
+    if T == 0:  # a step over no tokens (an empty batch)
+        return q.new_zeros(0, H, D)
     if T == 1 and B == 1 and not softcap:
         return _decode_one(q, k_cache, v_cache, block_tables, max_seqlen_k, scale, sliding_window)
     if max_seqlen_q == 1 and T == B and not softcap:

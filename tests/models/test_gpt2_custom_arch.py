@@ -169,3 +169,27 @@ def test_context_validators_run_on_every_new_context(tmp_path: Path, tiny_gpt2: 
     assert run.returncode != 0
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "takes at most 40" in lines[0], run.stderr
+
+
+def test_supports_empty_batches_steps_the_model_over_no_tokens(tiny_gpt2: Path, loaded) -> None:
+    """An architecture that supports empty batches has its forward run for a batch with no live request
+    (the pipeline reads the SupportedArchitecture field); one that does not returns at once."""
+    import dataclasses
+
+    from maxcli.pipelines import PIPELINE_REGISTRY
+    from maxcli.pipelines.lib.factory import build_text_generation_pipeline, resolve_for_architecture
+    from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
+
+    _, plain = loaded
+    assert plain.supports_empty_batches is False
+    arch = dataclasses.replace(PIPELINE_REGISTRY.lookup("GPT2LMHeadModel"), supports_empty_batches=True)
+    config = PipelineConfig(model_path=str(tiny_gpt2), quantization_encoding="float32", max_length=64)
+    hf = PIPELINE_REGISTRY.get_active_huggingface_config(huggingface_repo_for(config))
+    pipeline = build_text_generation_pipeline(resolve_for_architecture(config, arch, hf), arch)
+    seen: list[int] = []
+    model = pipeline.pipeline_model
+    run = model.execute
+    model.execute = lambda inputs: (seen.append(inputs.input_ids.numel()), run(inputs))[1]  # observe, then run
+    assert pipeline.execute(TextGenerationInputs(batches=[{}])) == {}
+    assert seen == [0]
+    assert plain.execute(TextGenerationInputs(batches=[{}])) == {}

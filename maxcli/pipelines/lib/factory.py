@@ -219,7 +219,7 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,
     )
-    return TextGenerationPipeline(config, model, kv, max_seq_len)
+    return TextGenerationPipeline(config, model, kv, max_seq_len, supports_empty_batches=arch.supports_empty_batches)
 
 
 def gguf_layer_swap(config: PipelineConfig, resolved: ResolvedModel, device: Any, tensor_parallel: bool) -> Any:

@@ -50,7 +50,12 @@ class TextGenerationPipeline(Pipeline):
         kv_manager: Any,
         max_seq_len: int,
         sampler: Sampler | None = None,
+        supports_empty_batches: bool = False,
     ) -> None:
+        """`supports_empty_batches` (the architecture's SupportedArchitecture field): execute() of a batch
+        with no live request still runs the model's forward over no tokens, for models whose steps must
+        stay in lockstep (expert parallelism); otherwise such a batch returns at once."""
+        self.supports_empty_batches = supports_empty_batches
         self.pipeline_config = pipeline_config
         self.pipeline_model = pipeline_model
         self.kv_manager = kv_manager
@@ -158,6 +163,10 @@ class TextGenerationPipeline(Pipeline):
         prepare_initial_token_inputs; a following step in which the same contexts decode one token each
         goes through prepare_next_token_inputs."""
         batch = [c for c in inputs.batch.values() if not c.is_done]
+        if not batch:
+            if self.supports_empty_batches:
+                self.pipeline_model.execute(self.pipeline_model.prepare_initial_token_inputs([], self.kv_manager.fetch([])))
+            return {}
         new_tokens: dict[RequestID, list[int]] = {c.request_id: [] for c in batch}
         new_lps: dict[RequestID, LogProbabilities] = {}
         prev: tuple[Any, list[TextContext]] | None = None  # the last step's model inputs and sampled contexts
