@@ -1,5 +1,5 @@
 """Built-in architectures: one folder each, exporting ARCHITECTURES like a user's custom folder.
 
-PIPELINE_REGISTRY finds them through the `maxcli.architectures` entry points in pyproject.toml (the same
-way it finds a plugin package's), so no module below this one names an architecture.
+maxcli.plugins lists these folders (and installed plugins) for PIPELINE_REGISTRY, so adding an
+architecture is adding its folder; no other module names one.
 """

@@ -4,8 +4,8 @@ through which an architecture folder says how its family's files read (nothing h
 Key names follow llama.cpp's `{arch}.*` convention (gguf.constants.Keys). Values that HF derives from
 defaults (e.g. head_dim = hidden_size / heads) are filled in so consumers need no GGUF knowledge.
 
-The families come from the installed architecture packages (the `maxcli.architectures` entry points that
-PIPELINE_REGISTRY registers): each may export GGUF_ARCHITECTURES, a list of GGUFArchitecture.
+The families come from the architecture packages (maxcli.plugins, the same ones PIPELINE_REGISTRY
+registers): each may export GGUF_ARCHITECTURES, a list of GGUFArchitecture.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable
 
 from maxcli.weights.weight_data import WeightsError
 
 if TYPE_CHECKING:
     from maxcli.weights.gguf import GGUFFile
-
-ENTRY_POINT_GROUP = "maxcli.architectures"
-
 
 @dataclass(frozen=True)
 class GGUFArchitecture:
@@ -47,11 +43,10 @@ class GGUFArchitecture:
 
 @functools.cache
 def installed_gguf_architectures() -> tuple[GGUFArchitecture, ...]:
-    """GGUF_ARCHITECTURES of every installed architecture package, in entry-point name order."""
-    found: list[GGUFArchitecture] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        found.extend(getattr(ep.load(), "GGUF_ARCHITECTURES", ()))
-    return tuple(found)
+    """GGUF_ARCHITECTURES of every architecture package (built-ins first, then plugins)."""
+    from maxcli.plugins import architecture_packages  # imports the packages: only when a GGUF file is read
+
+    return tuple(spec for package in architecture_packages() for spec in getattr(package, "GGUF_ARCHITECTURES", ()))
 
 
 def gguf_architecture(gguf: "GGUFFile", architectures: tuple[GGUFArchitecture, ...] | None = None) -> GGUFArchitecture:

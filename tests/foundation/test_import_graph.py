@@ -146,8 +146,9 @@ def test_loader_does_not_import_back_up_the_chain() -> None:
 
 
 def test_only_an_architecture_folder_names_its_architecture() -> None:
-    """The registry finds architecture packages through entry points; no other module imports them, so
-    adding one touches only its folder (and its entry-point line)."""
+    """The registry finds architecture packages through maxcli.plugins (the folders under
+    maxcli/architectures/, then entry points); no other module imports them, so adding one touches only
+    its folder."""
     graph = _graph()
     for module, targets in graph.items():
         if module.startswith("maxcli.architectures"):

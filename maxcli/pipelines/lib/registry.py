@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable
 
 from maxcli.interfaces import PipelineTask
+from maxcli.plugins import architecture_packages
 from maxcli.pipelines.lib.supported_architecture import ArchitectureNotFound, SupportedArchitecture
 
 # Downstream modules (the loader, the pipelines, the HF config readers) import inside the functions that
@@ -22,18 +22,15 @@ if TYPE_CHECKING:
     from maxcli.config import PipelineConfig
     from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
 
-ENTRY_POINT_GROUP = "maxcli.architectures"
-"""Installed packages name their architecture packages (each exporting ARCHITECTURES) under this
-entry-point group; maxcli's own built-ins are registered the same way (pyproject.toml)."""
 
 logger = logging.getLogger("maxcli.registry")
 
 
 class PipelineRegistry:
     def __init__(self, architectures: list[SupportedArchitecture] | None = None, *, builtins: bool = False) -> None:
-        """`builtins=True` registers the installed architecture packages (the `maxcli.architectures` entry
-        points: maxcli's own and any plugin's) on first use. The registry never imports an architecture
-        module by name: architectures import the registry's types, not the other way round."""
+        """`builtins=True` registers every architecture package (maxcli.plugins: the folders under
+        maxcli/architectures/, then installed plugins) on first use. The registry never imports an
+        architecture module by name: architectures import the registry's types, not the other way round."""
         self._builtins_pending = builtins
         self._architectures: dict[str, SupportedArchitecture] = {}
         self._by_name_task: dict[tuple[str, PipelineTask], SupportedArchitecture] = {}
@@ -46,8 +43,8 @@ class PipelineRegistry:
     def _ensure_builtins(self) -> None:
         if self._builtins_pending:
             self._builtins_pending = False
-            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-                for arch in ep.load().ARCHITECTURES:
+            for package in architecture_packages():
+                for arch in getattr(package, "ARCHITECTURES", ()):
                     self.register(arch, allow_override=True)
 
     @property
