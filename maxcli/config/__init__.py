@@ -9,13 +9,14 @@ from maxcli.config.enums import (
     WeightsFormat,
 )
 from maxcli.config.pipeline_config import DEFAULT_MODEL, ConfigError, PipelineConfig, load_yaml_section
-from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
+from maxcli.config.sections import KVCacheConfig, LoRAConfig, SamplingDefaults, SpeculativeConfig
 
 __all__ = [
     "DEFAULT_MODEL",
     "ConfigError",
     "KVCacheConfig",
     "KVCacheStrategy",
+    "LoRAConfig",
     "PipelineConfig",
     "PipelineEngine",
     "RepoType",

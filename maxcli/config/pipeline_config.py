@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from maxcli.config.enums import PipelineEngine, RopeType, SupportedEncoding
 from maxcli.config.model_config import MAXModelConfig, check_max_length, coerce_device_specs
 from maxcli.config.yaml_file import ConfigError, load_yaml_section
-from maxcli.config.sections import KVCacheConfig, SamplingDefaults, SpeculativeConfig
+from maxcli.config.sections import KVCacheConfig, LoRAConfig, SamplingDefaults, SpeculativeConfig
 from maxcli.driver import DeviceSpec
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class PipelineConfig(BaseModel):
     kv_cache: KVCacheConfig = Field(default_factory=KVCacheConfig)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
     architecture: Optional[str] = Field(
         None, description="Architecture to run, by registry name, instead of the one the model's config names."
     )
@@ -353,7 +354,7 @@ class PipelineConfig(BaseModel):
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"kv_cache": KVCacheConfig, "sampling": SamplingDefaults,
-                                         "speculative": SpeculativeConfig}
+                                         "speculative": SpeculativeConfig, "lora": LoRAConfig}
 _ALIASES = {"model": "model_path", "devices": "device_specs", "max_tokens": "max_new_tokens"}
 
 # The older MAX config page's spellings -> maxcli's (values unchanged).

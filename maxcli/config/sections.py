@@ -91,3 +91,46 @@ class SpeculativeConfig(BaseModel):
         if self.draft_model and self.speculative_method != "standalone":
             raise ValueError("draft_model is only used with speculative_method standalone")
         return self
+
+
+class LoRAConfig(BaseModel):
+    """LoRA adapters (PEFT folders) served beside the base model; a request picks one by name."""
+
+    model_config = _STRICT
+
+    enable_lora: bool = Field(False, description="Serve LoRA adapters beside the base model.")
+    lora_paths: list[str] = Field(
+        default_factory=list,
+        description="Adapter to serve, as NAME=PATH (a PEFT folder or hub repo; repeatable).",
+    )
+    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
+    max_num_loras: int = Field(
+        4, ge=1, le=64,
+        description="Adapters resident at once (one batch step serves at most this many); others load on demand, "
+        "the least recently used evicted.",
+    )
+
+    @field_validator("lora_paths")
+    @classmethod
+    def _named(cls, v: list[str]) -> list[str]:
+        names = []
+        for item in v:
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"lora_paths entries are NAME=PATH, got {item!r}")
+            names.append(name.strip())
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"lora_paths names {dup[0]!r} twice")
+        return v
+
+    @model_validator(mode="after")
+    def _enabled(self) -> "LoRAConfig":
+        if self.lora_paths and not self.enable_lora:
+            raise ValueError("lora_paths needs enable_lora")
+        return self
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        """lora_paths as name -> path, in the order given."""
+        return {n.strip(): p.strip() for n, _, p in (item.partition("=") for item in self.lora_paths)}

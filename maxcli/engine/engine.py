@@ -15,7 +15,7 @@ from maxcli.config import ConfigError
 from maxcli.engine.scheduler import Scheduler
 from maxcli.engine.speculative import Speculator
 from maxcli.engine.structured import CONSTRAINT_KEY, GrammarCompiler
-from maxcli.interfaces import GenerationStatus, LogProbabilities, RequestID, TextGenerationRequest
+from maxcli.interfaces import GenerationStatus, InputError, LogProbabilities, RequestID, TextGenerationRequest
 from maxcli.pipelines.core import TextContext
 
 
@@ -52,12 +52,14 @@ class LLMEngine:
         if drafting and not _drafts_supported(pipeline):
             raise ConfigError("speculative decoding needs the native engine (--engine max)")
         self.speculator = Speculator(config, draft_pipeline) if drafting else None
+        self.lora = getattr(getattr(pipeline, "pipeline_model", None), "lora", None)  # maxcli.lora.LoRAManager
         self.scheduler = Scheduler(
             pipeline.kv_manager,
             max_batch_size=config.max_batch_size,
             max_batch_input_tokens=config.max_batch_input_tokens,
             max_seq_len=pipeline.max_seq_len,
             speculator=self.speculator,
+            max_adapters=config.lora.max_num_loras if self.lora is not None else None,
         )
         self._states: dict[RequestID, _RequestState] = {}
         self.num_steps = 0
@@ -69,6 +71,11 @@ class LLMEngine:
         """Tokenize and validate (InputError on bad input, an uncompilable grammar included); nothing is
         scheduled yet."""
         context = _run(self.tokenizer.new_context(request))
+        if context.lora_name is not None:
+            if self.lora is None:
+                raise InputError(f"LoRA adapter {context.lora_name!r} requested, but LoRA is not enabled (--enable-lora)")
+            if context.lora_name not in self.lora.names():
+                raise InputError(f"unknown LoRA adapter {context.lora_name!r} (served: {', '.join(self.lora.names()) or 'none'})")
         constraint = self.grammars.constraint(context.sampling_params)
         if constraint is not None:
             context.extra[CONSTRAINT_KEY] = constraint
@@ -79,6 +86,8 @@ class LLMEngine:
 
         sp = context.sampling_params
         self.scheduler.add(context)
+        if self.lora is not None:
+            self.lora.pin(context.lora_name)  # in flight: never evicted or unloaded under it
         self._states[context.request_id] = _RequestState(
             context=context,
             detokenizer=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=sp.skip_special_tokens),
@@ -92,7 +101,9 @@ class LLMEngine:
 
     def abort(self, request_id: RequestID) -> None:
         self.scheduler.abort(request_id)
-        self._states.pop(request_id, None)
+        state = self._states.pop(request_id, None)
+        if state is not None and self.lora is not None:
+            self.lora.unpin(state.context.lora_name)
 
     @property
     def has_unfinished(self) -> bool:
@@ -155,6 +166,8 @@ class LLMEngine:
         if ctx.is_done:
             limit = len(state.text)
             self._states.pop(ctx.request_id, None)
+            if self.lora is not None:
+                self.lora.unpin(ctx.lora_name)
         else:
             hold = max((len(s) - 1 for s in state.stop), default=0)
             limit = max(state.emitted, len(state.text) - hold)

@@ -117,11 +117,13 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_chat_template: bool = False,
         on_text: Callable[[int, str], None] | None = None,
+        lora: str | Sequence[str | None] | None = None,
     ) -> list[CompletionOutput]:
         """Generate for every prompt (text or token ids) in one batch; results in prompt order.
 
         use_chat_template wraps each text prompt as a user message in the model's chat template (when the
-        model has one). on_text(i, delta) receives text as it is produced.
+        model has one). on_text(i, delta) receives text as it is produced. `lora` names the LoRA adapter
+        of every prompt, or gives one per prompt (None: the base model).
         """
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
@@ -133,9 +135,13 @@ class LLM:
             raise ValueError(f"{len(params)} sampling params for {len(prompts)} prompts")
         engine = self.engine
         templated = use_chat_template and engine.tokenizer.has_chat_template
+        adapters = list(lora) if isinstance(lora, (list, tuple)) else [lora] * len(prompts)
+        if len(adapters) != len(prompts):
+            raise ValueError(f"{len(adapters)} LoRA names for {len(prompts)} prompts")
         contexts = []
-        for p, sp in zip(prompts, params):
+        for p, sp, adapter in zip(prompts, params, adapters):
             request = self._request(sp)
+            request.lora = adapter
             if isinstance(p, str) and templated:
                 request.messages = [{"role": "user", "content": p}]
             else:

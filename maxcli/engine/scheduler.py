@@ -58,7 +58,11 @@ class Scheduler:
         max_batch_input_tokens: int,
         max_seq_len: int,
         speculator: "Speculator | None" = None,
+        max_adapters: int | None = None,
     ) -> None:
+        """`max_adapters`: LoRA adapters one step may serve (resident slots); a waiting request whose
+        adapter would exceed it waits until a running adapter's requests finish."""
+        self.max_adapters = max_adapters
         for name, value in (
             ("max_batch_size", max_batch_size),
             ("max_batch_input_tokens", max_batch_input_tokens),
@@ -199,6 +203,10 @@ class Scheduler:
 
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_batch_size:
             ctx = self.waiting[0]
+            if self.max_adapters is not None and ctx.lora_name is not None:
+                live = {c.lora_name for c in self.running if c.lora_name is not None}
+                if ctx.lora_name not in live and len(live) >= self.max_adapters:
+                    break  # FCFS: its adapter needs a slot that a running request holds
             start = self.kv.prefix_match_length(ctx)
             n = min(len(ctx.tokens) - start, budget)
             if not self.kv.can_alloc(ctx, num_tokens=start + n):

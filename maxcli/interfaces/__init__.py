@@ -140,6 +140,7 @@ class TextGenerationRequest:
     sampling_params: SamplingParams = field(default_factory=SamplingParams)
     apply_chat_template: bool = True  # only for `messages`; a raw `prompt` is never templated
     tools: list[dict[str, Any]] | None = None  # OpenAI function tools, given to the chat template
+    lora: str | None = None  # a served LoRA adapter's name (None: the base model)
 
 
 @dataclass

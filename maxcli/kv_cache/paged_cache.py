@@ -158,11 +158,14 @@ class PagedKVCacheManager:
         return req
 
     # -- prefix matching ------------------------------------------------------------------------
-    def _block_hash(self, req: _RequestPages, tokens: list[int], i: int) -> BlockHash:
-        ps = self.page_size
+    def _block_hash(self, req: _RequestPages, context: TextContext, i: int) -> BlockHash:
+        """Chained hash of block i; the chain of a request run with a LoRA adapter starts from the adapter's
+        name, so two adapters (or an adapter and the base) never share pages for the same tokens."""
+        ps, tokens = self.page_size, context.tokens
         while len(req.hashes) <= i:
             j = len(req.hashes)
-            parent = req.hashes[-1] if req.hashes else None
+            root = None if context.lora_name is None else hash(("lora", context.lora_name))
+            parent = req.hashes[-1] if req.hashes else root
             req.hashes.append(hash_block_tokens(parent, tokens[j * ps : (j + 1) * ps]))
         return req.hashes[i]
 
@@ -176,7 +179,7 @@ class PagedKVCacheManager:
         tokens = context.tokens
         matched: list[int] = []
         for i in range((len(tokens) - 1) // self.page_size):
-            page = self.pool.lookup(self._block_hash(req, tokens, i))
+            page = self.pool.lookup(self._block_hash(req, context, i))
             if page is None:
                 break
             matched.append(page)
@@ -255,7 +258,7 @@ class PagedKVCacheManager:
         req = self._get(context.request_id)
         num_full = min(context.num_computed_tokens // self.page_size, len(req.pages))
         for i in range(req.num_registered, num_full):
-            self.pool.register_hash(req.pages[i], self._block_hash(req, context.tokens, i))
+            self.pool.register_hash(req.pages[i], self._block_hash(req, context, i))
         req.num_registered = max(req.num_registered, num_full)
 
     def fetch(

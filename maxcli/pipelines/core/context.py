@@ -33,6 +33,7 @@ class TextContext:
     num_preemptions: int = 0
     scheduled_tokens: int | None = None  # tokens the next forward feeds (a prefill chunk); None: all active
     extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific inputs (images, ...)
+    lora_name: str | None = None  # the LoRA adapter this request runs with (None: the base model)
 
     def __post_init__(self) -> None:
         self.tokens = list(self.tokens)

@@ -215,11 +215,31 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
         from maxcli.nn.fused_decode import fused_decode_step
 
         model.fused_decode = fused_decode_step(model.module)
+    if config.lora.enable_lora:
+        attach_lora(model, config, arch, tp.is_parallel)
     logger.info(
         "loaded %s (%s, %s) in %.2fs; KV cache %d pages x %d tokens on %s",
         config.model_path, arch.name, resolved.encoding, time.perf_counter() - t0, pages, params.page_size, device,
     )
     return TextGenerationPipeline(config, model, kv, max_seq_len, supports_empty_batches=arch.supports_empty_batches)
+
+
+def attach_lora(model: Any, config: PipelineConfig, arch: SupportedArchitecture, tensor_parallel: bool) -> None:
+    """Wrap the model's projections for LoRA and register the config's adapters (maxcli.lora). Installed
+    after the fused decode step, which then serves the steps without adapters unchanged."""
+    from maxcli.lora import LoRAError, LoRAManager
+
+    module = getattr(model, "module", None)
+    if module is None or not hasattr(model, "lora"):
+        raise ConfigError(f"enable_lora: {arch.name}'s pipeline model has no torch module for LoRA layers")
+    if tensor_parallel:
+        raise ConfigError("enable_lora cannot be combined with tensor parallelism")
+    lora = config.lora
+    try:
+        model.lora = LoRAManager(module, getattr(module, "stacked_params", ()), lora.max_num_loras, lora.max_lora_rank,
+                                 lora.adapters, base_name=config.model_name)
+    except LoRAError as e:
+        raise ConfigError(str(e)) from None
 
 
 def gguf_layer_swap(config: PipelineConfig, resolved: ResolvedModel, device: Any, tensor_parallel: bool) -> Any:

@@ -16,6 +16,7 @@ from maxcli.kv_cache import KVCacheParams, build_next_decode_inputs
 from maxcli.nn import bind_kv_caches
 from maxcli.nn.attention_metadata import AttentionMetadata, attention_metadata
 from maxcli.nn.fused_decode import decode_row_chunks
+from maxcli.nn.lora import lora_rows
 
 if TYPE_CHECKING:
     from maxcli.config import PipelineConfig
@@ -32,6 +33,7 @@ class ModelInputs:
     request_ids: list[Any] = field(default_factory=list)
     return_n_logits: int = 1  # 1: the last token of each sequence; -1: every token (prompt logprobs)
     rows_per_context: list[int] | None = None  # logits rows of each sampled sequence (drafts); None: one each
+    lora_rows: torch.Tensor | None = None  # [T] LoRA slot of each packed token (-1: base); None: no adapter
 
 
 @dataclass
@@ -231,6 +233,7 @@ class TorchTextGenerationModel(PipelineModel):
         # Installed by the loader: (input_ids [B], positions [B]) -> final hidden [B, H] for a decode step
         # (one new token per sequence), or None for a step it does not cover (maxcli.nn.fused_decode).
         self.fused_decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
+        self.lora: Any = None  # the loader's LoRAManager when LoRA is enabled (maxcli.lora)
         super().__init__(pipeline_config, huggingface_config, weights, kv_manager, device, dtype, module_swap)
 
     def load_model(self) -> torch.nn.Module:
@@ -304,7 +307,8 @@ class TorchTextGenerationModel(PipelineModel):
         """One forward; with tensor parallelism rank 0 first broadcasts the step to the other ranks."""
         meta = model_inputs.attention
         rows = meta.logits_indices if meta.logits_indices is not None else (meta.cu_seqlens_q[1:] - 1).long()
-        step = (model_inputs.input_ids, model_inputs.positions, meta, rows, model_inputs.return_n_logits)
+        step = (model_inputs.input_ids, model_inputs.positions, meta, rows, model_inputs.return_n_logits,
+                model_inputs.lora_rows)
         if self.tp.is_parallel:  # tensors travel through CPU pickles; workers move them (receive_step)
             self.tp.broadcast_object(step if self.device.type == "cpu" else _moved(step, torch.device("cpu")))
         return self.forward_step(step)
@@ -317,10 +321,10 @@ class TorchTextGenerationModel(PipelineModel):
     def forward_step(self, step: tuple[Any, ...]) -> ModelOutputs:
         """(input_ids, positions, attention metadata, logits rows, return_n_logits) -> logits; every rank
         of a tensor-parallel group runs it with the same step."""
-        input_ids, positions, meta, rows, return_n_logits = step
-        with attention_metadata(meta):
+        input_ids, positions, meta, rows, return_n_logits, adapter_rows = step
+        with attention_metadata(meta), lora_rows(adapter_rows):
             hidden = None
-            if self.fused_decode is not None and meta.max_seqlen_q == 1:
+            if self.fused_decode is not None and meta.max_seqlen_q == 1 and adapter_rows is None:
                 hidden = self.fused_decode(input_ids, positions)
             if hidden is None:
                 hidden = self.module(input_ids, positions)

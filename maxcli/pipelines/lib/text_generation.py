@@ -88,12 +88,23 @@ class TextGenerationPipeline(Pipeline):
             kv_inputs = self.kv_manager.fetch(contexts, drafts=drafts)
             inputs = self.pipeline_model.prepare_initial_token_inputs(
                 contexts, kv_inputs, -1 if want_prompt_lp else 1)
+            fed = [1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length for c in contexts]
         finally:
             for c in contexts:
                 c.scheduled_tokens = None
+        self._set_lora_rows(inputs, contexts, fed)
         sample_ctxs = list(kv_inputs.sample_contexts)
         result = self._execute_and_sample(inputs, sample_ctxs, drafts, scheduled if want_prompt_lp else None)
         return result, inputs, sample_ctxs
+
+    def _set_lora_rows(self, inputs: Any, contexts: Sequence[TextContext], fed: Sequence[int]) -> None:
+        """With LoRA adapters in the step: the slot of each packed token (its request's adapter, -1 for
+        the base model), the step's adapters made resident first."""
+        lora = getattr(self.pipeline_model, "lora", None)
+        if lora is None or all(c.lora_name is None for c in contexts):
+            return
+        slots = torch.tensor(lora.activate([c.lora_name for c in contexts]), dtype=torch.int64)
+        inputs.lora_rows = torch.repeat_interleave(slots, torch.tensor(list(fed), dtype=torch.int64)).to(inputs.input_ids.device)
 
     def _execute_and_sample(self, inputs: Any, sample_ctxs: list[TextContext], drafts: dict[RequestID, list[int]],
                             prompt_lp_chunks: Sequence[tuple[TextContext, int]] | None) -> StepResult:
@@ -177,6 +188,7 @@ class TextGenerationPipeline(Pipeline):
             if prev is not None and prev[0] is not None and prev[1] == live and all(c.active_length == 1 for c in live):
                 next_tokens = torch.tensor([c.tokens[-1] for c in live], dtype=torch.int64)
                 model_inputs = self.pipeline_model.prepare_next_token_inputs(next_tokens, prev[0])
+                self._set_lora_rows(model_inputs, live, [1] * len(live))
                 step = self._execute_and_sample(model_inputs, live, {}, None)
                 prev = (model_inputs, live)
             else:

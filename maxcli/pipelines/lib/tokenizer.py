@@ -161,6 +161,7 @@ class TextTokenizer(PipelineTokenizer[TextContext, list[int], TextGenerationRequ
             max_length=limit if limit is not None else len(tokens) + _FALLBACK_MAX_LENGTH,
             sampling_params=request.sampling_params,
             eos_token_ids=frozenset(self._eos_ids),
+            lora_name=getattr(request, "lora", None),
         )
         run_context_validators(self.context_validators, context)
         return context

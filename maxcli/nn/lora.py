@@ -1,0 +1,121 @@
+"""LoRA on the model's projections, several adapters in one batch (a segment-grouped LoRA matmul).
+
+`install_lora_layers` wraps each attention / MLP projection (plain, fused q/k/v or gate/up, or GGUF
+blocks) in a LoRALinear that keeps the base layer untouched and holds, per adapter slot s, A_s
+[J*r, in] and B_s [out, J*r] for the layer's J fused projections (B block-diagonal, the adapter's scaling
+folded in). Per step, `lora_rows(idx)` names each packed token row's slot (-1: base model); the forward
+adds (x_rows @ A_s^T) @ B_s^T for each slot present, on that slot's rows only.
+
+Cost: base-only steps pay one context-variable read per layer; a step with adapters pays two small GEMMs
+per (layer, slot present), on that slot's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+_ROWS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("lora_rows", default=None)
+
+# Projections a LoRA adapter may target, by the last component of the module name (HF names and the fused
+# modules that hold them).
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj",
+               "gate_up_proj")
+
+
+@contextlib.contextmanager
+def lora_rows(rows: torch.Tensor | None) -> Iterator[None]:
+    """Slot of each packed token row [T] int64 (-1: no adapter) for the forwards inside."""
+    token = _ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+class LoRALinear(nn.Module):
+    """base(x) plus each row's adapter delta. `split_sizes`: output widths of the fused projections."""
+
+    def __init__(self, base: nn.Module, in_features: int, split_sizes: Sequence[int], num_slots: int, max_rank: int) -> None:
+        super().__init__()
+        self.base_layer = base
+        self.in_features, self.split_sizes = in_features, [int(s) for s in split_sizes]
+        self.out_features = sum(self.split_sizes)
+        self.max_rank, J = max_rank, len(self.split_sizes)
+        self.register_buffer("lora_a", torch.zeros(num_slots, J * max_rank, in_features), persistent=False)
+        self.register_buffer("lora_b", torch.zeros(num_slots, self.out_features, J * max_rank), persistent=False)
+        self.active = [False] * num_slots  # slot s has a non-zero delta in this layer
+
+    def set_slot(self, slot: int, parts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Slot `slot` := the adapter's (A [r, in], B [out_j, r] with scaling applied) for fused parts j."""
+        self.lora_a[slot].zero_()
+        self.lora_b[slot].zero_()
+        r0, offsets = self.max_rank, [sum(self.split_sizes[:j]) for j in range(len(self.split_sizes))]
+        for j, (a, b) in parts.items():
+            r = a.shape[0]
+            self.lora_a[slot, j * r0 : j * r0 + r].copy_(a)
+            self.lora_b[slot, offsets[j] : offsets[j] + self.split_sizes[j], j * r0 : j * r0 + r].copy_(b)
+        self.active[slot] = bool(parts)
+
+    def clear_slot(self, slot: int) -> None:
+        self.lora_a[slot].zero_()
+        self.lora_b[slot].zero_()
+        self.active[slot] = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        rows = _ROWS.get()
+        if rows is None:
+            return y
+        for slot in torch.unique(rows[rows >= 0]).tolist():
+            if not self.active[slot]:
+                continue
+            a, b = self.lora_a[slot], self.lora_b[slot]
+            if rows.shape[0] == x.shape[0] and bool((rows == slot).all()):
+                y = y + (x.to(a.dtype) @ a.T @ b.T).to(y.dtype)
+                continue
+            idx = (rows == slot).nonzero().squeeze(1)
+            y = y.index_add(0, idx, (x.index_select(0, idx).to(a.dtype) @ a.T @ b.T).to(y.dtype))
+        return y
+
+    def forward_split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.forward(x).split(self.split_sizes, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"slots={self.lora_a.shape[0]}, max_rank={self.max_rank}, splits={self.split_sizes}"
+
+
+def _split_sizes(layer: nn.Module) -> list[int]:
+    sizes = getattr(layer, "split_sizes", None) or getattr(layer, "local_sizes", None)
+    return list(sizes) if sizes else [int(layer.out_features)]
+
+
+def install_lora_layers(model: nn.Module, num_slots: int, max_rank: int) -> dict[str, LoRALinear]:
+    """Wrap every attention / MLP projection of `model` (by module name) in a LoRALinear; returns them."""
+    wrapped: dict[str, LoRALinear] = {}
+    for name, layer in list(model.named_modules()):
+        if name.rpartition(".")[2] not in PROJECTIONS or not hasattr(layer, "in_features"):
+            continue
+        lora = LoRALinear(layer, int(layer.in_features), _split_sizes(layer), num_slots, max_rank)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, lora)
+        wrapped[name] = lora
+    return wrapped
+
+
+def fused_target(name: str, layers: dict[str, Any], stacked: Sequence[tuple[str, str, Any]]) -> tuple[str, int] | None:
+    """(our module name, fused part index) of a checkpoint module name (`...self_attn.q_proj`), or None."""
+    if name in layers:
+        return name, 0
+    dotted = name + "."
+    for fused, part, shard_id in stacked:
+        if part in dotted:
+            target = dotted.replace(part, fused, 1)[:-1]
+            if target in layers:
+                return target, shard_id if isinstance(shard_id, int) else ("q", "k", "v").index(shard_id)
+    return None

@@ -1,0 +1,166 @@
+"""LoRA adapters made with peft (random non-zero B, several ranks and target sets) on tiny random models
+of two architectures: greedy tokens equal transformers + peft on the float32 path; one batch mixing three
+adapters and the base gives each request its solo tokens with prefix caching on; adapters beyond
+max_num_loras load on demand and evict the least recently used; bad adapters are one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_checkpoints import write_tiny_checkpoint, write_tiny_llama  # noqa: E402
+
+from maxcli.config import ConfigError  # noqa: E402
+from maxcli.interfaces import InputError, SamplingParams  # noqa: E402
+
+PROMPTS = ["The quick brown fox", "Once upon a time there was"]
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8, ignore_eos=True)
+ADAPTERS = {  # name -> (rank, alpha, targets, rslora)
+    "attn": (4, 8, ["q_proj", "k_proj", "v_proj", "o_proj"], False),
+    "mlp": (8, 16, ["gate_proj", "up_proj", "down_proj"], False),
+    "mixed": (2, 4, ["q_proj", "v_proj", "up_proj", "down_proj"], True),
+}
+
+
+def _qwen2_checkpoint(folder: Path, smollm2_gguf: Path) -> Path:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, initializer_range=0.1, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return write_tiny_checkpoint(folder, tokenizer, config, seed=4, model_cls=Qwen2ForCausalLM)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def family(request, tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path):
+    """(base folder, {adapter name: folder}, transformers base model) for one architecture."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp(f"lora-{request.param}")
+    base = write_tiny_llama(root / "base", smollm2_gguf) if request.param == "llama" else _qwen2_checkpoint(root / "base", smollm2_gguf)
+    folders = {}
+    for i, (name, (rank, alpha, targets, rslora)) in enumerate(ADAPTERS.items()):
+        torch.manual_seed(10 + i)
+        model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+        peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,
+                                                      use_rslora=rslora, init_lora_weights=False))
+        peft_model.save_pretrained(root / name)
+        folders[name] = root / name
+    return base, folders
+
+
+def _reference(base: Path, adapter: Path | None, prompt_ids: list[int]) -> list[int]:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32).eval()
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def _llm(base: Path, folders: dict[str, Path], **kw):
+    from maxcli.engine.llm import LLM
+
+    return LLM(model=str(base), quantization_encoding="float32", enable_lora=True,
+               lora_paths=[f"{n}={p}" for n, p in folders.items()], **kw)
+
+
+def test_greedy_tokens_equal_transformers_with_peft(family) -> None:
+    base, folders = family
+    llm = _llm(base, folders)
+    try:
+        ids = [llm.tokenizer.delegate.encode(p) for p in PROMPTS]
+        for name, folder in folders.items():
+            outs = llm.generate(ids, GREEDY, lora=name)
+            for prompt_ids, out in zip(ids, outs):
+                assert out.token_ids == _reference(base, folder, prompt_ids), name
+        assert [o.token_ids for o in llm.generate(ids, GREEDY)] == [_reference(base, None, i) for i in ids]
+    finally:
+        llm.close()
+
+
+def test_one_batch_of_three_adapters_and_the_base_matches_solo_runs(family) -> None:
+    """Same prompt for every row: with prefix caching on, pages must not be shared across adapters."""
+    base, folders = family
+    llm = _llm(base, folders, enable_prefix_caching=True)
+    try:
+        ids = llm.tokenizer.delegate.encode(PROMPTS[1] + " a long shared opening so that full pages are cached")
+        names = [*folders, None]
+        solo = {n: llm.generate([ids], GREEDY, lora=n)[0].token_ids for n in names}
+        mixed = llm.generate([ids] * len(names) * 2, GREEDY, lora=names * 2)
+        assert [o.token_ids for o in mixed] == [solo[n] for n in names * 2]
+        assert len({tuple(t) for t in solo.values()}) == len(names)  # every adapter changes the output
+        kv = llm.engine.pipeline.kv_manager
+        assert kv.num_used_blocks == 0
+    finally:
+        llm.close()
+
+
+def test_adapters_beyond_the_slots_load_on_demand(family) -> None:
+    base, folders = family
+    llm = _llm(base, folders, max_num_loras=2)
+    try:
+        ids = llm.tokenizer.delegate.encode(PROMPTS[0])
+        lora = llm.engine.lora
+        assert len(lora.resident) == 2 and lora.names() == list(folders)
+        want = {n: _reference(base, f, ids) for n, f in folders.items()}
+        for name in [*folders, *folders]:
+            assert llm.generate([ids], GREEDY, lora=name)[0].token_ids == want[name]
+        assert lora.evictions >= 3 and lora.loads >= 5 and len(lora.resident) == 2
+        # three adapters in one call with two slots: the scheduler holds one back until a slot frees
+        outs = llm.generate([ids] * 3, GREEDY, lora=list(folders))
+        assert [o.token_ids for o in outs] == [want[n] for n in folders]
+    finally:
+        llm.close()
+
+
+def test_bad_adapters_are_one_line_errors(family, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    base, folders = family
+    with pytest.raises(ConfigError, match="rank 8 exceeds max_lora_rank 4") as e:
+        _llm(base, {"mlp": folders["mlp"]}, max_lora_rank=4)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        _llm(base, {"x": tmp_path})
+    broken = tmp_path / "broken"
+    shutil.copytree(folders["attn"], broken)
+    config = json.loads((broken / "adapter_config.json").read_text())
+    (broken / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ConfigError, match="use_dora=True is not supported"):
+        _llm(base, {"x": broken})
+    llm = _llm(base, {"attn": folders["attn"]})
+    try:
+        with pytest.raises(InputError, match="unknown LoRA adapter 'nope'"):
+            llm.generate(["hi"], GREEDY, lora="nope")
+    finally:
+        llm.close()
+
+
+def test_an_adapter_for_another_base_model_is_refused(tmp_path_factory, smollm2_gguf: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("lora-mismatch")
+    small = write_tiny_llama(root / "small", smollm2_gguf)
+    wide = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2))
+    peft_model = get_peft_model(wide, LoraConfig(r=2, target_modules=["q_proj"]))
+    peft_model.save_pretrained(root / "wide-adapter")
+    with pytest.raises(ConfigError, match="an adapter for another base model"):
+        _llm(small, {"w": root / "wide-adapter"})
+    lm_head = get_peft_model(AutoModelForCausalLM.from_pretrained(small), LoraConfig(r=2, target_modules=["lm_head"]))
+    lm_head.save_pretrained(root / "head-adapter")
+    with pytest.raises(ConfigError, match="lm_head.* not a (LoRA A/B pair of a projection|projection)"):
+        _llm(small, {"h": root / "head-adapter"})
