@@ -25,6 +25,7 @@ from maxcli.serve.driver import EngineDriver
 from maxcli.serve.errors import install_error_handlers
 from maxcli.serve.middleware import BodySizeLimit, CountRequests
 from maxcli.serve.replicas import ReplicaRouter, replica_config
+from maxcli.serve.lora_routes import router as lora_router
 from maxcli.serve.openai_chat import router as chat_router
 from maxcli.serve.openai_responses import router as responses_router
 from maxcli.serve.openai_text import router as text_router
@@ -56,6 +57,7 @@ def create_app(config: PipelineConfig, settings: ServerSettings, on_load_failure
     app.include_router(text_router)
     app.include_router(responses_router)
     app.include_router(tokenize_router)
+    app.include_router(lora_router)
     app.include_router(v1)
     app.include_router(public)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

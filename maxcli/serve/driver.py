@@ -43,6 +43,11 @@ class EngineStats:
     spec_accepted_tokens: int = 0
     spec_drafted_per_position: tuple[int, ...] = ()
     spec_accepted_per_position: tuple[int, ...] = ()
+    # LoRA (all zero without adapters): resident adapters, loads and evictions, requests per adapter
+    lora_resident: int = 0
+    lora_loads: int = 0
+    lora_evictions: int = 0
+    lora_requests: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,8 +224,13 @@ class EngineDriver:
             "spec_drafted_tokens": spec.drafted_tokens, "spec_accepted_tokens": spec.accepted_tokens,
             "spec_drafted_per_position": tuple(spec.drafted_per_position),
             "spec_accepted_per_position": tuple(spec.accepted_per_position)}
+        lora = self.engine.lora
+        adapters = {} if lora is None else {
+            "lora_resident": len(lora.resident), "lora_loads": lora.loads, "lora_evictions": lora.evictions,
+            "lora_requests": tuple(sorted(lora.requests.items()))}
         return EngineStats(
             **drafting,
+            **adapters,
             num_waiting=sched.num_waiting,
             num_running=sched.num_running,
             kv_used_pages=kv.num_used_blocks,

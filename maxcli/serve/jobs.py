@@ -174,9 +174,10 @@ class ClientGone(Exception):
 
 
 def new_request(model_name: str, params: SamplingParams, prompt: str | list[int] | None = None,
-                messages: list[dict] | None = None, tools: list[dict] | None = None) -> TextGenerationRequest:
+                messages: list[dict] | None = None, tools: list[dict] | None = None,
+                lora: str | None = None) -> TextGenerationRequest:
     return TextGenerationRequest(request_id=RequestID(), model_name=model_name, prompt=prompt,
-                                 messages=messages, sampling_params=params, tools=tools)
+                                 messages=messages, sampling_params=params, tools=tools, lora=lora)
 
 
 def _one_line(exc: BaseException) -> str:

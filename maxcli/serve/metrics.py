@@ -68,6 +68,23 @@ class _EngineCollector(Collector):
         yield drafted
         yield accepted
         yield per_position
+        resident = GaugeMetricFamily("maxcli_lora_resident_adapters", "LoRA adapters resident in slots.", labels=["replica"])
+        loads = CounterMetricFamily("maxcli_lora_loads", "LoRA adapters placed in a slot (startup, on demand).",
+                                    labels=["replica"])
+        evictions = CounterMetricFamily("maxcli_lora_evictions", "LoRA adapters evicted from a slot for another.",
+                                        labels=["replica"])
+        per_adapter = CounterMetricFamily("maxcli_lora_requests", "Requests run with each LoRA adapter.",
+                                          labels=["replica", "adapter"])
+        for i, (s, _) in enumerate(replicas):
+            resident.add_metric([str(i)], s.lora_resident)
+            loads.add_metric([str(i)], s.lora_loads)
+            evictions.add_metric([str(i)], s.lora_evictions)
+            for name, n in s.lora_requests:
+                per_adapter.add_metric([str(i), name], n)
+        yield resident
+        yield loads
+        yield evictions
+        yield per_adapter
 
 
 class ServerMetrics:

@@ -42,11 +42,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
               for i in range(body.n)]
     for p in params if plan.parser is not None else []:
         p.skip_special_tokens = False  # a format's markers may be special tokens (Mistral's [TOOL_CALLS])
-    requests = [new_request(state.model_name, p, messages=messages, tools=plan.template_tools) for p in params]
+    lora = state.check_model(body.model)
+    requests = [new_request(state.model_name, p, messages=messages, tools=plan.template_tools, lora=lora) for p in params]
     job = GenerationJob(driver, state.settings.max_queue_size)
     await job.start(requests)
     texts = TokenTexts(tokenizer)
-    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_name}
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
         return streaming(guarded(job, _chat_events(job, body, head, texts, plan)))
     gone = await run_to_end(job, request)

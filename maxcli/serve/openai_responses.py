@@ -47,7 +47,8 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     if plan.parser is not None:
         params.skip_special_tokens = False  # a format's markers may be special tokens
     job = GenerationJob(driver, state.settings.max_queue_size)
-    await job.start([new_request(state.model_name, params, messages=messages, tools=plan.template_tools)])
+    await job.start([new_request(state.model_name, params, messages=messages, tools=plan.template_tools,
+                                 lora=state.check_model(body.model))])
     reply = _Reply(state, body, history)
     if body.stream:
         return streaming(_guarded(job, _events(job, reply, plan)))

@@ -32,10 +32,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     state = text_state(request, body.model)
     prompts = body.prompts()
     driver = state.text_driver(prompts[0] if prompts else None)
+    lora = state.check_model(body.model)
     requests = [
         new_request(state.model_name,
                     sampling_params_for(body, state.config, body.max_tokens, i, body.logprobs, echo=body.echo),
-                    prompt=p)
+                    prompt=p, lora=lora)
         for p in prompts
         for i in range(body.n)
     ]
@@ -43,7 +44,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     await job.start(requests)
     texts = TokenTexts(driver.engine.tokenizer)
     prompt_texts = [p if isinstance(p, str) else texts.decode(p) for p in prompts]
-    head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_name}
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.model}
     if body.stream:
         return streaming(guarded(job, _completion_events(job, body, head, texts, prompt_texts)))
     gone = await run_to_end(job, request)

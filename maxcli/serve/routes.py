@@ -19,20 +19,26 @@ v1 = APIRouter(dependencies=[Depends(require_api_key)])
 public = APIRouter()
 
 
-def _model_card(state: ServerState) -> dict[str, Any]:
-    return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "maxcli"}
+def _model_card(state: ServerState, adapter: str | None = None) -> dict[str, Any]:
+    """The base model's card, or a LoRA adapter's (with `parent`: the base model, as vLLM lists them)."""
+    card = {"id": adapter or state.model_name, "object": "model", "created": state.created, "owned_by": "maxcli",
+            "root": state.config.model_path, "parent": None}
+    if adapter is not None:
+        managers = state.lora_managers()
+        card.update(parent=state.model_name, root=managers[0].sources.get(adapter) if managers else None)
+    return card
 
 
 @v1.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_card(get_state(request))]}
+    state = get_state(request)
+    return {"object": "list", "data": [_model_card(state), *(_model_card(state, a) for a in state.adapter_names())]}
 
 
 @v1.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
     state = get_state(request)
-    state.check_model(model_id)
-    return _model_card(state)
+    return _model_card(state, state.check_model(model_id))
 
 
 @public.get("/health")

@@ -78,10 +78,27 @@ class ServerState:
             raise APIError(400, f"model {self.model_name!r} does not produce embeddings", code="unsupported_task")
         return self.embedder
 
-    def check_model(self, name: str) -> None:
-        if name != self.model_name:
-            raise APIError(404, f"model {name!r} does not exist; this server serves {self.model_name!r}",
-                           param="model", code="model_not_found")
+    def lora_managers(self) -> list[Any]:
+        """Each replica's LoRAManager (empty without --enable-lora or before the model is ready)."""
+        if self.router is None:
+            return []
+        return [m for d in self.router.drivers if (m := d.engine.lora) is not None]
+
+    def adapter_names(self) -> list[str]:
+        managers = self.lora_managers()
+        if managers:
+            return managers[0].names()
+        return list(self.config.lora.adapters) if self.config.lora.enable_lora else []  # still loading
+
+    def check_model(self, name: str) -> str | None:
+        """The LoRA adapter a request's `model` names (None: the base model); 404 for anything else."""
+        if name == self.model_name:
+            return None
+        if name in self.adapter_names():
+            return name
+        served = ", ".join(repr(n) for n in [self.model_name, *self.adapter_names()])
+        raise APIError(404, f"model {name!r} does not exist; this server serves {served}",
+                       param="model", code="model_not_found")
 
 
 def get_state(request: Request) -> ServerState:
