@@ -36,6 +36,9 @@ def generate(
     grammar: Optional[str] = typer.Option(
         None, "--grammar", metavar="FILE|TEXT", help="Constrain the output to a Lark or GBNF grammar (a file or inline)."
     ),
+    lora: Optional[str] = typer.Option(
+        None, "--lora", metavar="NAME", help="Run with this LoRA adapter (one of --lora-paths; needs --enable-lora)."
+    ),
 ) -> None:
     texts = collect_prompts(prompt, prompt_file)
     if not texts:
@@ -50,7 +53,7 @@ def generate(
     startup = time.perf_counter() - PROCESS_START
     params = llm.default_sampling_params(logprobs=logprobs, **constraint)
     for _ in range(num_warmups):
-        llm.generate([texts[0]], params, use_chat_template=chat_template)
+        llm.generate([texts[0]], params, use_chat_template=chat_template, lora=lora)
 
     stream = not as_json and len(texts) == 1
     with llm:  # closing stops tensor-parallel ranks in order, before interpreter teardown
@@ -58,6 +61,7 @@ def generate(
             texts,
             params,
             use_chat_template=chat_template,
+            lora=lora,
             on_text=(lambda i, delta: (sys.stdout.write(delta), sys.stdout.flush())) if stream else None,
         )
     if as_json:

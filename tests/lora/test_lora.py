@@ -164,3 +164,57 @@ def test_an_adapter_for_another_base_model_is_refused(tmp_path_factory, smollm2_
     lm_head.save_pretrained(root / "head-adapter")
     with pytest.raises(ConfigError, match="lm_head.* not a (LoRA A/B pair of a projection|projection)"):
         _llm(small, {"h": root / "head-adapter"})
+
+
+def test_generate_cli_runs_an_adapter(family) -> None:
+    """`maxcli generate --enable-lora --lora-paths a=PATH --lora a` prints the adapter's tokens; an
+    unknown --lora is one line and a non-zero exit."""
+    import json
+    import subprocess
+
+    base, folders = family
+    ids_run = [sys.executable, "-m", "maxcli", "generate", "--model", str(base), "--quantization-encoding", "float32",
+               "--enable-lora", "--lora-paths", f"attn={folders['attn']}", "--prompt", PROMPTS[0], "--no-chat-template",
+               "--max-new-tokens", "8", "--ignore-eos", "--json"]
+    run = subprocess.run([*ids_run, "--lora", "attn"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])["token_ids"]
+    from transformers import AutoTokenizer
+
+    prompt_ids = AutoTokenizer.from_pretrained(base)(PROMPTS[0])["input_ids"]
+    assert got == _reference(base, folders["attn"], prompt_ids)
+    bad = subprocess.run([*ids_run, "--lora", "nope"], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode != 0 and len(lines) == 1 and "unknown LoRA adapter 'nope'" in lines[0], bad.stderr
+
+
+def test_smollm2_folder_with_an_adapter_equals_transformers(tmp_path_factory, smollm2_gguf: Path) -> None:
+    """The real SmolLM2 weights (an HF folder written from the GGUF by transformers) with a peft adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("lora-smollm2")
+    loaded = AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32)
+    config = loaded.config
+    config.quantization_config = None  # a plain float32 folder, as a user converts it
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(root / "base")
+    AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name).save_pretrained(root / "base")
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+                                                  init_lora_weights=False))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            p.data.mul_(0.05)  # a noticeable but not overwhelming change, as a trained adapter makes
+    peft_model.save_pretrained(root / "adapter")
+    llm = _llm(root / "base", {"tuned": root / "adapter"}, max_length=128)
+    try:
+        for prompt in PROMPTS:
+            ids = llm.tokenizer.delegate.encode(prompt)
+            with torch.no_grad():
+                want = peft_model.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                           pad_token_id=0)[0, len(ids):].tolist()
+            assert llm.generate([ids], GREEDY, lora="tuned")[0].token_ids == want, prompt
+    finally:
+        llm.close()
