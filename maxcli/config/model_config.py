@@ -238,7 +238,8 @@ class MAXModelConfig(MAXModelConfigBase):
             self.kv_cache = self.kv_cache.model_copy(update={"cache_strategy": strategies[0]})
 
     def validate_lora_compatibility(self) -> None:
-        """LoRA settings against the model settings. maxcli has no LoRA settings yet: nothing conflicts."""
+        """LoRA settings against the model settings. maxcli keeps the LoRA settings in PipelineConfig's lora
+        section (PipelineConfig.validate_lora_compatibility checks them); this section has none of its own."""
 
     def validate_multi_gpu_supported(self, multi_gpu_supported: bool) -> None:
         if not multi_gpu_supported and len(self.device_specs) > 1 and self.data_parallel_degree == 1:

@@ -314,6 +314,16 @@ class PipelineConfig(BaseModel):
         values.update({k: v for k, v in overrides.items() if v is not None})
         return SamplingParams(**values).validate()
 
+    def validate_lora_compatibility(self) -> None:
+        """LoRA against the other settings (the seeds' MAXModelConfig.validate_lora_compatibility): a
+        one-line ConfigError for a combination maxcli cannot serve."""
+        if not self.lora.enable_lora:
+            return
+        if self.tensor_parallel_size > 1:
+            raise ConfigError("enable_lora cannot be combined with tensor parallelism (tensor_parallel_size > 1)")
+        if self.engine is PipelineEngine.HUGGINGFACE:
+            raise ConfigError("enable_lora needs the native engine (--engine max), not --engine huggingface")
+
     def validate_multi_gpu_supported(self, multi_gpu_supported: bool, arch_name: str = "") -> None:
         if multi_gpu_supported:
             return

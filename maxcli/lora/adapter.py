@@ -1,5 +1,5 @@
 """A LoRA adapter in PEFT's layout: `adapter_config.json` + `adapter_model.safetensors` (or .bin), from a
-local folder or a hub repo (huggingface_hub, so HF_ENDPOINT / the offline cache apply).
+local folder or a hub repo (HuggingFaceRepo over huggingface_hub, so HF_ENDPOINT / the offline cache apply).
 
 Scaling per PEFT: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora. Tensors by module:
 `base_model.model.<module>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r].
@@ -45,10 +45,15 @@ def _folder(name: str, source: str, revision: str | None) -> Path:
     if source.startswith((".", "/")) or source.count("/") != 1:
         raise LoRAError(f"adapter {name}: no such folder {source}")
     try:
-        from huggingface_hub import snapshot_download
+        from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
 
-        return Path(snapshot_download(source, revision=revision,
-                                      allow_patterns=["adapter_config.json", "adapter_model.*"]))
+        repo = HuggingFaceRepo(repo_id=source, revision=revision or "main")
+        files = [f for f in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin") if f in repo.files]
+        if "adapter_config.json" not in files:
+            raise LoRAError(f"adapter {name}: hub repo {source} has no adapter_config.json (not a PEFT adapter)")
+        return [repo.download(f) for f in files][0].parent
+    except LoRAError:
+        raise
     except Exception as exc:  # noqa: BLE001 - hub errors carry multi-line messages
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoRAError(f"adapter {name}: cannot fetch {source}: {first}") from None

@@ -2,12 +2,14 @@
 
 `install_lora_layers` wraps each attention / MLP projection (plain, fused q/k/v or gate/up, or GGUF
 blocks) in a LoRALinear that keeps the base layer untouched and holds, per adapter slot s, A_s
-[J*r, in] and B_s [out, J*r] for the layer's J fused projections (B block-diagonal, the adapter's scaling
-folded in). Per step, `lora_rows(idx)` names each packed token row's slot (-1: base model); the forward
-adds (x_rows @ A_s^T) @ B_s^T for each slot present, on that slot's rows only.
+[J*r, in] and B_s^T [J*r, out] for the layer's J fused projections (B block-diagonal, the adapter's
+scaling folded in). Per step, `lora_rows(idx)` names each packed token row's slot (-1: base model).
 
-Cost: base-only steps pay one context-variable read per layer; a step with adapters pays two small GEMMs
-per (layer, slot present), on that slot's rows.
+The grouped matmul: every slot's A stacked, [S*J*r, in], so one GEMM gives each row its projection onto
+all slots' adapters; a per-step 0/1 mask keeps each row's own slot's columns (none for base rows); one
+GEMM with every slot's B^T stacked adds the deltas. Cost per layer and step: two GEMMs of width S*J*r
+(small next to the base GEMM) and one multiply, however many adapters the step mixes; base-only steps pay
+one context-variable read per layer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,24 @@ from typing import Any
 import torch
 from torch import nn
 
-_ROWS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("lora_rows", default=None)
+class _StepRows:
+    """A step's row slots, and the column masks derived from them (one per block width, built once)."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows
+        self.slots = set(torch.unique(rows[rows >= 0]).tolist())
+        self._masks: dict[tuple[int, int], torch.Tensor] = {}
+
+    def mask(self, num_slots: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """[T, num_slots*width]: 1 where a column belongs to the row's slot."""
+        key = (num_slots, width)
+        if key not in self._masks:
+            col_slot = torch.arange(num_slots, device=self.rows.device).repeat_interleave(width)
+            self._masks[key] = (self.rows[:, None] == col_slot[None, :]).to(dtype)
+        return self._masks[key]
+
+
+_ROWS: contextvars.ContextVar[_StepRows | None] = contextvars.ContextVar("lora_rows", default=None)
 
 # Projections a LoRA adapter may target, by the last component of the module name (HF names and the fused
 # modules that hold them).
@@ -31,7 +50,7 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", 
 @contextlib.contextmanager
 def lora_rows(rows: torch.Tensor | None) -> Iterator[None]:
     """Slot of each packed token row [T] int64 (-1: no adapter) for the forwards inside."""
-    token = _ROWS.set(rows)
+    token = _ROWS.set(None if rows is None else _StepRows(rows))
     try:
         yield
     finally:
@@ -48,7 +67,7 @@ class LoRALinear(nn.Module):
         self.out_features = sum(self.split_sizes)
         self.max_rank, J = max_rank, len(self.split_sizes)
         self.register_buffer("lora_a", torch.zeros(num_slots, J * max_rank, in_features), persistent=False)
-        self.register_buffer("lora_b", torch.zeros(num_slots, self.out_features, J * max_rank), persistent=False)
+        self.register_buffer("lora_b", torch.zeros(num_slots, J * max_rank, self.out_features), persistent=False)  # B^T
         self.active = [False] * num_slots  # slot s has a non-zero delta in this layer
 
     def set_slot(self, slot: int, parts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -59,7 +78,7 @@ class LoRALinear(nn.Module):
         for j, (a, b) in parts.items():
             r = a.shape[0]
             self.lora_a[slot, j * r0 : j * r0 + r].copy_(a)
-            self.lora_b[slot, offsets[j] : offsets[j] + self.split_sizes[j], j * r0 : j * r0 + r].copy_(b)
+            self.lora_b[slot, j * r0 : j * r0 + r, offsets[j] : offsets[j] + self.split_sizes[j]].copy_(b.T)
         self.active[slot] = bool(parts)
 
     def clear_slot(self, slot: int) -> None:
@@ -69,19 +88,14 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
-        rows = _ROWS.get()
-        if rows is None:
+        step = _ROWS.get()
+        if step is None or not any(self.active[s] for s in step.slots):
             return y
-        for slot in torch.unique(rows[rows >= 0]).tolist():
-            if not self.active[slot]:
-                continue
-            a, b = self.lora_a[slot], self.lora_b[slot]
-            if rows.shape[0] == x.shape[0] and bool((rows == slot).all()):
-                y = y + (x.to(a.dtype) @ a.T @ b.T).to(y.dtype)
-                continue
-            idx = (rows == slot).nonzero().squeeze(1)
-            y = y.index_add(0, idx, (x.index_select(0, idx).to(a.dtype) @ a.T @ b.T).to(y.dtype))
-        return y
+        S, width, _ = self.lora_a.shape
+        a = self.lora_a.view(S * width, self.in_features)
+        b = self.lora_b.view(S * width, self.out_features)
+        h = (x.to(a.dtype) @ a.T) * step.mask(S, width, a.dtype)
+        return y + (h @ b).to(y.dtype)
 
     def forward_split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.forward(x).split(self.split_sizes, dim=-1)

@@ -218,3 +218,46 @@ def test_smollm2_folder_with_an_adapter_equals_transformers(tmp_path_factory, sm
             assert llm.generate([ids], GREEDY, lora="tuned")[0].token_ids == want, prompt
     finally:
         llm.close()
+
+
+def test_lora_combinations_maxcli_cannot_serve_are_one_line() -> None:
+    from maxcli.config import PipelineConfig
+
+    for extra in ({"tensor_parallel_size": 2}, {"engine": "huggingface"}):
+        with pytest.raises(ConfigError) as e:
+            PipelineConfig(enable_lora=True, **extra).validate_lora_compatibility()
+        assert "enable_lora" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="lora_paths needs enable_lora"):
+        PipelineConfig.from_sources({"lora_paths": ["a=/x"]})
+    with pytest.raises(ConfigError, match="NAME=PATH"):
+        PipelineConfig.from_sources({"enable_lora": True, "lora_paths": ["/x"]})
+    PipelineConfig(enable_lora=True).validate_lora_compatibility()
+
+
+def test_an_adapter_from_a_hub_repo(family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lora_paths may name a hub repo: fetched through huggingface_hub (a local fake hub here)."""
+    import huggingface_hub
+
+    from hub_server import FakeHub
+
+    base, folders = family
+    fake = FakeHub()
+    fake.add_repo("acme/attn-lora", {p.name: p.read_bytes() for p in folders["attn"].iterdir() if p.is_file()})
+    running = fake.start()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", running.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        running.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    try:
+        llm = _llm(base, {"hub": "acme/attn-lora", "local": folders["attn"]})
+        try:
+            ids = llm.tokenizer.delegate.encode(PROMPTS[0])
+            hub_out, local_out = llm.generate([ids, ids], GREEDY, lora=["hub", "local"])
+            assert hub_out.token_ids == local_out.token_ids == _reference(base, folders["attn"], ids)
+        finally:
+            llm.close()
+        with pytest.raises(ConfigError, match="adapter missing: cannot fetch acme/none"):
+            _llm(base, {"missing": "acme/none"})
+    finally:
+        running.stop()

@@ -22,6 +22,7 @@ from maxcli.pipelines.lib.supported_architecture import ArchitectureNotFound
 def load_text_generation(config: PipelineConfig) -> tuple[Any, Any]:
     """(tokenizer, pipeline) for generate / serve, native or through the transformers fallback."""
     config = prepare_config(config)
+    config.validate_lora_compatibility()
     if config.engine is PipelineEngine.HUGGINGFACE:
         if config.tensor_parallel_size > 1:
             raise ConfigError("--engine huggingface runs on one device; drop --tensor-parallel-size")
