@@ -13,6 +13,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 _INFO = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
@@ -133,3 +135,13 @@ class RunningHub:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def point_hub_at(monkeypatch: Any, url: str, cache_dir: Path) -> None:
+    """Send huggingface_hub to the fake hub at `url`, with its cache in `cache_dir` (online)."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "ENDPOINT", url)
+    monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache_dir))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hub_server import FakeHub
+from hub_server import FakeHub, point_hub_at
 from maxcli.config.enums import RepoType, SupportedEncoding as E, WeightsFormat
 from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo, RepoError, load_hf_config, resolve_encoding_and_weights
 
@@ -32,11 +32,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     fake.add_repo(REPO, {"config.json": config, "model.safetensors": weights})
     v2 = fake.add_repo(REPO, {"config.json": config, "model.safetensors": weights, "extra.txt": b"v2"}, branch="v2")
     running = fake.start()
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", running.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        running.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    point_hub_at(monkeypatch, running.url, tmp_path / "hf-cache")
     fake.v2_sha = v2
     yield fake
     running.stop()

@@ -236,19 +236,13 @@ def test_lora_combinations_maxcli_cannot_serve_are_one_line() -> None:
 
 def test_an_adapter_from_a_hub_repo(family, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """lora_paths may name a hub repo: fetched through huggingface_hub (a local fake hub here)."""
-    import huggingface_hub
-
-    from hub_server import FakeHub
+    from hub_server import FakeHub, point_hub_at
 
     base, folders = family
     fake = FakeHub()
     fake.add_repo("acme/attn-lora", {p.name: p.read_bytes() for p in folders["attn"].iterdir() if p.is_file()})
     running = fake.start()
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", running.url)
-    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        running.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    point_hub_at(monkeypatch, running.url, tmp_path / "hf-cache")
     try:
         llm = _llm(base, {"hub": "acme/attn-lora", "local": folders["attn"]})
         try:
