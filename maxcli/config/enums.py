@@ -96,6 +96,18 @@ class WeightsFormat(_StrEnum):
     gguf = "gguf"
     pytorch = "pytorch"
 
+    @classmethod
+    def of_file(cls, path: Any) -> "WeightsFormat | None":
+        """The format a weight file's name says (.gguf, .safetensors, .bin/.pt/.pth), None for others."""
+        name = str(path).lower()
+        if name.endswith(".gguf"):
+            return cls.gguf
+        if name.endswith((".safetensors", ".safetensors.index.json")):
+            return cls.safetensors
+        if name.endswith((".bin", ".pt", ".pth")):
+            return cls.pytorch
+        return None
+
 
 class RopeType(_StrEnum):
     none = "none"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from maxcli.config.enums import KVCacheStrategy, RopeType, SupportedEncoding, WeightsFormat
 from maxcli.config.sections import KVCacheConfig
-from maxcli.config.yaml_file import load_yaml_section
+from maxcli.config.yaml_file import ConfigError, load_yaml_section
 from maxcli.driver import DeviceSpec, parse_device_specs
 
 
@@ -203,13 +203,15 @@ class MAXModelConfig(MAXModelConfigBase):
         return self.quantization_encoding.cache_dtype if self.quantization_encoding else torch.float32
 
     def resolve(self) -> None:
-        """Check the devices exist and the weight paths are files or repo names."""
-        from maxcli.driver import accelerator_count
-
+        """Check that every requested GPU exists (a one-line ConfigError otherwise)."""
         wanted = [d.id for d in self.device_specs if d.device_type == "gpu"]
-        have = accelerator_count()
-        if any(i >= have for i in wanted):
-            raise ValueError(f"device_specs: gpu:{max(wanted)} requested but {have} CUDA device(s) are available")
+        if wanted:
+            from maxcli.driver import accelerator_count
+
+            have = accelerator_count()
+            missing = [i for i in wanted if i >= have]
+            if missing:
+                raise ConfigError(f"devices: gpu:{missing[0]} requested but {have} CUDA device(s) are available")
 
     def validate_and_resolve_quantization_encoding_weight_path(self, default_encoding: SupportedEncoding) -> None:
         """Pick the encoding from the weight files when unset (else `default_encoding`); a weight file whose

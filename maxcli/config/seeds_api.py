@@ -70,18 +70,12 @@ class SeedsConfigMethods:
 
     def huggingface_weights_repo(self) -> Any:
         """The repo the weight files come from (the model repo; weight_path files are local)."""
-        from maxcli.pipelines.lib.hf_repo import HuggingFaceRepo
-
-        return HuggingFaceRepo(repo_id=self.model_path, revision=self.huggingface_weight_revision,
-                               trust_remote_code=self.trust_remote_code)
+        return self.model.huggingface_weight_repo
 
     @property
     def huggingface_config(self) -> Any:
         """The model's config (config.json, or GGUF metadata turned into the same fields)."""
-        from maxcli.pipelines.lib.hf_config import load_pretrained_config
-        from maxcli.pipelines.lib.hf_repo import huggingface_repo_for
-
-        return load_pretrained_config(huggingface_repo_for(self))
+        return self.model.huggingface_config
 
     def _weight_files(self) -> list[Path]:
         """Local weight files: weight_path, else the repo's files for the encoding (downloaded)."""
@@ -113,22 +107,17 @@ class SeedsConfigMethods:
         """The format of the weight files (gguf, safetensors or pytorch)."""
         from maxcli.config.enums import WeightsFormat
 
-        paths = [Path(p) for p in self.weight_path] or [Path(self.model_path)]
-        suffix = paths[0].suffix.lower()
-        if suffix == ".gguf":
-            return WeightsFormat.gguf
-        if suffix in (".bin", ".pt", ".pth"):
-            return WeightsFormat.pytorch
-        if suffix == ".safetensors":
-            return WeightsFormat.safetensors
+        named = WeightsFormat.of_file((list(self.weight_path) or [self.model_path])[0])
+        if named is not None:
+            return named
         formats = self.huggingface_weights_repo().formats_available
         if len(formats) != 1:
             raise ConfigError(f"{self.model_path}: weights in {', '.join(map(str, formats)) or 'no'} format(s); name one with weight_path")
         return formats[0]
 
     def weights_size(self) -> int:
-        """Bytes of the weight files (downloading them first if they are not local)."""
-        return sum(p.stat().st_size for p in self._weight_files())
+        """Bytes of the weight files (local files, the HF cache, or the hub's metadata: nothing downloaded)."""
+        return self.model.weights_size()
 
     def update_architecture(self) -> None:
         """Set `architecture` from the model config's architectures[0] when it is not set."""

@@ -33,6 +33,7 @@ class StepInputs:
     attention: AttentionMetadata
     sample_contexts: list[TextContext]
     rows_per_context: list[int] | None = None  # None: one row each
+    fed_per_context: list[int] | None = None  # tokens packed for each context of the batch, in batch order
 
 
 def empty_step_inputs(device: torch.device) -> StepInputs:
@@ -43,7 +44,7 @@ def empty_step_inputs(device: torch.device) -> StepInputs:
         cu_seqlens_q=torch.zeros(1, dtype=torch.int32, device=device), seq_lens_k=torch.zeros(0, dtype=torch.int32, device=device),
         max_seqlen_q=0, max_seqlen_k=0, is_decode=False, logits_indices=long,
     )
-    return StepInputs(input_ids=long, positions=long, attention=attention, sample_contexts=[])
+    return StepInputs(input_ids=long, positions=long, attention=attention, sample_contexts=[], fed_per_context=[])
 
 
 def build_step_inputs(
@@ -107,6 +108,7 @@ def build_step_inputs(
     slot_mapping = block_tables[seq_idx, positions // ps].to(torch.int64) * ps + positions % ps
     seq_lens_k = starts_t + lens_t
     max_q, max_k = max(lens), max(s + n for s, n in zip(starts, lens))
+    fed = list(lens)
     decode_sequences = None
     logits_indices = cu[1:][torch.tensor(sample_rows, dtype=torch.int64)] - 1
     if drafts:  # a drafted sequence's rows are all its fed positions
@@ -143,6 +145,7 @@ def build_step_inputs(
         attention=attention,
         sample_contexts=sample_contexts,
         rows_per_context=rows_per_context if drafts else None,
+        fed_per_context=fed,
     )
 
 

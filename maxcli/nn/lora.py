@@ -22,6 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from maxcli.nn.linear import QKVLinear
+from maxcli.nn.weight_loading import resolve_checkpoint_name
+
 class _StepRows:
     """A step's row slots, and the column masks derived from them (one per block width, built once)."""
 
@@ -72,8 +75,7 @@ class LoRALinear(nn.Module):
 
     def set_slot(self, slot: int, parts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Slot `slot` := the adapter's (A [r, in], B [out_j, r] with scaling applied) for fused parts j."""
-        self.lora_a[slot].zero_()
-        self.lora_b[slot].zero_()
+        self.clear_slot(slot)
         r0, offsets = self.max_rank, [sum(self.split_sizes[:j]) for j in range(len(self.split_sizes))]
         for j, (a, b) in parts.items():
             r = a.shape[0]
@@ -123,13 +125,11 @@ def install_lora_layers(model: nn.Module, num_slots: int, max_rank: int) -> dict
 
 
 def fused_target(name: str, layers: dict[str, Any], stacked: Sequence[tuple[str, str, Any]]) -> tuple[str, int] | None:
-    """(our module name, fused part index) of a checkpoint module name (`...self_attn.q_proj`), or None."""
-    if name in layers:
-        return name, 0
-    dotted = name + "."
-    for fused, part, shard_id in stacked:
-        if part in dotted:
-            target = dotted.replace(part, fused, 1)[:-1]
-            if target in layers:
-                return target, shard_id if isinstance(shard_id, int) else ("q", "k", "v").index(shard_id)
-    return None
+    """(our module name, fused part index) of a checkpoint module name (`...self_attn.q_proj`), or None:
+    the loader's own name resolution (maxcli.nn.weight_loading) over the wrapped layers' weights."""
+    try:
+        target, shard_id = resolve_checkpoint_name(f"{name}.weight", {f"{n}.weight": None for n in layers}, stacked)
+    except ValueError:
+        return None
+    part = 0 if shard_id is None else shard_id if isinstance(shard_id, int) else QKVLinear.SHARDS.index(shard_id)
+    return target.removesuffix(".weight"), part

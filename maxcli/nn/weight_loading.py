@@ -44,7 +44,8 @@ def materialize(name: str, value: torch.Tensor | TensorSource, dtype: torch.dtyp
     return to_tensor(dtype)
 
 
-def _resolve(name: str, params: Mapping[str, nn.Parameter], stacked: Sequence[StackedParam]) -> tuple[str, Any]:
+def resolve_checkpoint_name(name: str, params: Mapping[str, Any], stacked: Sequence[StackedParam]) -> tuple[str, Any]:
+    """(the parameter a checkpoint name loads, its shard id: None for a whole tensor); ValueError if none."""
     if name in params:
         return name, None
     for fused, part, shard_id in stacked:
@@ -73,7 +74,7 @@ def checkpoint_targets(
         if name.endswith(ignore):
             continue
         try:
-            out.append((name, *_resolve(name, params, stacked)))
+            out.append((name, *resolve_checkpoint_name(name, params, stacked)))
         except ValueError:
             if strict:
                 raise

@@ -257,9 +257,10 @@ def test_required_arguments_apply_and_unknown_ones_are_one_line(smollm2_gguf: Pa
 
     llama = PIPELINE_REGISTRY.lookup("LlamaForCausalLM")
     arch = dataclasses.replace(llama, required_arguments={"enable_prefix_caching": False, "kv_cache.kv_cache_page_size": 32,
-                                                          "max_batch_size": 3})
+                                                          "kv_cache.kv_cache_num_pages": 40, "max_batch_size": 3})
     c = with_required_arguments(PipelineConfig(model_path=str(smollm2_gguf)), arch)
     assert (c.kv_cache.enable_prefix_caching, c.kv_cache.kv_cache_page_size, c.max_batch_size) == (False, 32, 3)
+    assert c.kv_cache.kv_cache_num_pages == 40  # two dotted names of one section both apply
     with pytest.raises(ConfigError) as e:
         with_required_arguments(PipelineConfig(), dataclasses.replace(llama, required_arguments={"some_arg": True}))
     assert "some_arg" in str(e.value) and "not a PipelineConfig setting" in str(e.value) and "\n" not in str(e.value)

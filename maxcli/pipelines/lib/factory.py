@@ -7,7 +7,6 @@ config in); entry points that start from a bare config live in maxcli.pipelines.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -47,38 +46,17 @@ def with_model_path(config: PipelineConfig) -> PipelineConfig:
     return config.model_copy(update={"model_path": default_model_path()})
 
 
-def _format_of(path: Path) -> WeightsFormat:
-    suffix = path.suffix.lower()
-    if suffix == ".gguf":
-        return WeightsFormat.gguf
-    if suffix in (".bin", ".pt", ".pth"):
-        return WeightsFormat.pytorch
-    return WeightsFormat.safetensors
-
-
-def validate_devices_available(config: PipelineConfig) -> None:
-    """Every requested GPU must exist (the seeds' MAXModelConfig.resolve, step 1)."""
-    from maxcli.driver import accelerator_count
-
-    wanted = [d.id for d in config.device_specs if d.device_type == "gpu"]
-    if wanted:
-        have = accelerator_count()
-        missing = [i for i in wanted if i >= have]
-        if missing:
-            raise ConfigError(f"devices: gpu:{missing[0]} requested but {have} CUDA device(s) are available")
-
-
 def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture, hf_config: Any) -> ResolvedModel:
     """Validate the config against the architecture and pick the encoding and weight files; `hf_config` is
     the model's config as the registry read it."""
     from maxcli.pipelines.lib.hf_repo import resolve_encoding_and_weights
 
     config.validate_multi_gpu_supported(arch.multi_gpu_supported, arch.name)
-    validate_devices_available(config)
+    config.model.resolve()  # every requested GPU exists
     config = with_required_arguments(config, arch)
     updates: dict[str, Any] = {}
     repo = huggingface_repo_for(config)
-    weights_repo = dataclasses.replace(repo, revision=config.huggingface_weight_revision)
+    weights_repo = config.huggingface_weights_repo()
     encoding, paths = resolve_encoding_and_weights(
         weights_repo,
         config.quantization_encoding,
@@ -100,7 +78,7 @@ def resolve_for_architecture(config: PipelineConfig, arch: SupportedArchitecture
         max_seq_len = arch.pipeline_model.calculate_max_seq_len(config, hf_config)
         updates["max_batch_input_tokens"] = max(config.max_batch_input_tokens, max_seq_len)
     resolved_config = config.model_copy(update=updates)
-    resolved = ResolvedModel(resolved_config, repo, hf_config, encoding, paths, _format_of(paths[0]))
+    resolved = ResolvedModel(resolved_config, repo, hf_config, encoding, paths, WeightsFormat.of_file(paths[0]) or WeightsFormat.safetensors)
     if resolved.weights_format is WeightsFormat.gguf:
         from maxcli.weights import GGUFFile
 
@@ -117,7 +95,10 @@ def with_required_arguments(config: PipelineConfig, arch: SupportedArchitecture)
     values: dict[str, Any] = {}
     for key, value in arch.required_arguments.items():
         section, _, name = str(key).partition(".")
-        values.update({section: {name: value}} if name else {key: value})
+        if name:
+            values.setdefault(section, {})[name] = value
+        else:
+            values[key] = value
     try:
         nested = nest_config_values(values, f"{arch.name} required_arguments")
     except ConfigError as e:

@@ -6,7 +6,6 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import torch
@@ -168,16 +167,11 @@ class PipelineModel(ABC):
 
     @classmethod
     def estimate_weights_size(cls, pipeline_config: "PipelineConfig") -> int:
-        """Bytes of the weight files: `weight_path` when given, else the model's .gguf file or the weight
-        files in its local folder (0 for a hub repo not yet downloaded)."""
-        paths = [Path(p) for p in pipeline_config.weight_path]
-        if not paths:
-            root = Path(pipeline_config.model_path)
-            if root.is_file():
-                paths = [root]
-            elif root.is_dir():
-                paths = [p for p in root.iterdir() if p.suffix in (".safetensors", ".gguf", ".bin")]
-        return sum(p.stat().st_size for p in paths if p.is_file())
+        """Bytes of the weight files (PipelineConfig.weights_size); 0 when their sizes cannot be known."""
+        try:
+            return pipeline_config.weights_size()
+        except ValueError:
+            return 0
 
 
 def hf_max_positions(huggingface_config: Any) -> int:

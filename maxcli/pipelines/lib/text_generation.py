@@ -88,11 +88,10 @@ class TextGenerationPipeline(Pipeline):
             kv_inputs = self.kv_manager.fetch(contexts, drafts=drafts)
             inputs = self.pipeline_model.prepare_initial_token_inputs(
                 contexts, kv_inputs, -1 if want_prompt_lp else 1)
-            fed = [1 + len(drafts[c.request_id]) if c.request_id in drafts else c.next_chunk_length for c in contexts]
         finally:
             for c in contexts:
                 c.scheduled_tokens = None
-        self._set_lora_rows(inputs, contexts, fed)
+        self._set_lora_rows(inputs, contexts, kv_inputs.fed_per_context or [])
         sample_ctxs = list(kv_inputs.sample_contexts)
         result = self._execute_and_sample(inputs, sample_ctxs, drafts, scheduled if want_prompt_lp else None)
         return result, inputs, sample_ctxs
