@@ -10,7 +10,8 @@ to the Python path). Layouts covered: model "decoder" (embed -> layers -> final 
 per-head q/k norms, rope, paged attention, o projection), MLP "gated" (SiLU or tanh-GELU).
 
 Cost per step: one embedding lookup, one rope-row gather per rope table, one C++ call; the arithmetic is
-the Python path's up to summation order.
+the Python path's up to summation order. LoRA adapters installed on the projections (maxcli.nn.lora) run
+inside the same call: each adapter row adds its slot's B (A x) after the projection, row by row.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from maxcli import ops
 from maxcli.nn.attention_metadata import get_attention_metadata
 from maxcli.nn.gguf_linear import GGUFLinear
+from maxcli.nn.lora import LoRALinear
 from maxcli.nn.norm import RMSNorm
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,31 @@ class FusedDecodeStep:
         self._bound: torch.Tensor | None = None
         self._caches: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         self._caches_ok = False
+        self._lora: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[int]] | None = None
+
+    def _lora_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[int]] | None:
+        """Per projection, the LoRALinear's A, B^T and rank table (empty: not wrapped) and the fused part
+        widths, or None when a wrapped projection does not wrap the GGUF blocks this step reads."""
+        a: list[torch.Tensor] = []
+        b: list[torch.Tensor] = []
+        ranks: list[torch.Tensor] = []
+        widths: list[int] = []
+        index = 0
+        for layer in self.model.layers:
+            for proj in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
+                parts = self.parts[len(a)]
+                raws, index = self.raws[index : index + parts], index + parts
+                if not isinstance(proj, LoRALinear):
+                    a.append(torch.empty(0)), b.append(torch.empty(0)), ranks.append(torch.empty(0, dtype=torch.int32))
+                    continue
+                base = proj.base_layer
+                if not isinstance(base, GGUFLinear) or [r.data_ptr() for r in base.raws] != [r.data_ptr() for r in raws]:
+                    return None
+                if proj.lora_a.dtype != torch.float32 or proj.lora_a.device.type != "cpu":
+                    return None
+                a.append(proj.lora_a), b.append(proj.lora_b), ranks.append(proj.ranks)
+                widths += proj.split_sizes
+        return a, b, ranks, widths
 
     def _fresh_caches(self) -> bool:
         layers = self.model.layers
@@ -156,21 +183,31 @@ class FusedDecodeStep:
             self._caches_ok = all(c is not None and c.dtype == torch.float32 and c.is_contiguous() for c in k + v)
         return self._caches_ok
 
-    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                 adapter_rows: torch.Tensor | None = None) -> torch.Tensor | None:
+        """adapter_rows: each row's LoRA slot [B] (-1: base model), or None for a step without adapters."""
         meta = get_attention_metadata()
         batch = input_ids.shape[0]
         if meta.max_seqlen_q != 1 or meta.block_tables.shape[0] != batch or input_ids.device.type != "cpu":
             return None
         if not self._fresh_caches() or bool((meta.slot_mapping < 0).any()):
             return None
+        lora: tuple[Any, ...] = ([], [], [], [])
+        rows = torch.empty(0, dtype=torch.int64)
+        if adapter_rows is not None:
+            if self._lora is None:
+                self._lora = self._lora_tensors()
+            if self._lora is None:
+                return None
+            lora, rows = self._lora, adapter_rows.to(torch.int64).contiguous()
         chunks = decode_row_chunks(meta, batch)
         if len(chunks) == 1:
-            return self._run(input_ids, positions, meta.block_tables, meta.seq_lens_k, meta.slot_mapping)
+            return self._run(input_ids, positions, meta.block_tables, meta.seq_lens_k, meta.slot_mapping, lora, rows)
         return torch.cat([self._run(input_ids[c], positions[c], meta.block_tables[c], meta.seq_lens_k[c],
-                                    meta.slot_mapping[c]) for c in chunks])
+                                    meta.slot_mapping[c], lora, rows[c] if rows.numel() else rows) for c in chunks])
 
     def _run(self, input_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
-             seq_lens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+             seq_lens: torch.Tensor, slots: torch.Tensor, lora: tuple[Any, ...], lora_rows: torch.Tensor) -> torch.Tensor:
         h = self.model.embed(input_ids).float().contiguous()
         cos_sin = torch.stack([rope.cos_sin_cache[rope.table_positions(positions)].float() for rope in self.ropes.values()])
         heads, kv_heads, head_dim = self.heads
@@ -180,4 +217,5 @@ class FusedDecodeStep:
             seq_lens.to(torch.int32).contiguous(), slots.to(torch.int64).contiguous(),
             self.layer_tables, self.windows,
             heads, kv_heads, head_dim, self.neox, self.sandwich, self.act, self.offset, self.scale, self.softcap, self.eps,
+            *lora, lora_rows,
         )

@@ -60,6 +60,12 @@ def lora_rows(rows: torch.Tensor | None) -> Iterator[None]:
         _ROWS.reset(token)
 
 
+def current_rows() -> torch.Tensor | None:
+    """The slots set by the innermost `lora_rows` (None outside one, or for a step without adapters)."""
+    step = _ROWS.get()
+    return None if step is None else step.rows
+
+
 class LoRALinear(nn.Module):
     """base(x) plus each row's adapter delta. `split_sizes`: output widths of the fused projections."""
 
@@ -71,6 +77,9 @@ class LoRALinear(nn.Module):
         self.max_rank, J = max_rank, len(self.split_sizes)
         self.register_buffer("lora_a", torch.zeros(num_slots, J * max_rank, in_features), persistent=False)
         self.register_buffer("lora_b", torch.zeros(num_slots, J * max_rank, self.out_features), persistent=False)  # B^T
+        # rank of slot s's adapter on fused part j (0: the part is not targeted); the fused CPU decode step
+        # (maxcli.nn.fused_decode) bounds its loops by it
+        self.register_buffer("ranks", torch.zeros(num_slots, J, dtype=torch.int32), persistent=False)
         self.active = [False] * num_slots  # slot s has a non-zero delta in this layer
 
     def set_slot(self, slot: int, parts: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -81,11 +90,13 @@ class LoRALinear(nn.Module):
             r = a.shape[0]
             self.lora_a[slot, j * r0 : j * r0 + r].copy_(a)
             self.lora_b[slot, j * r0 : j * r0 + r, offsets[j] : offsets[j] + self.split_sizes[j]].copy_(b.T)
+            self.ranks[slot, j] = r
         self.active[slot] = bool(parts)
 
     def clear_slot(self, slot: int) -> None:
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
+        self.ranks[slot].zero_()
         self.active[slot] = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ mixing three types), then
 - the swapped module against the same module loaded with the dequantized blocks in float32 (the only
   difference left is the kernels' activation rounding): prefill (dense path), short chunks (int8 path)
   and decode steps through the paged cache;
-- the fused decode step (one sequence, and two at once) against the swapped module's Python path.
+- the fused decode step (one sequence, and two at once) against the swapped module's Python path, also
+  with LoRA adapters on its projections (maxcli.nn.lora), rows of two adapters and the base in one step.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from maxcli.nn.attention_metadata import get_attention_metadata
 from maxcli.nn.fused_decode import fused_decode_step
 from maxcli.architectures.llama3.model import LlamaForCausalLM
 from maxcli.nn.gguf_linear import GGUFEmbedding, GGUFLinear, swap_gguf_layers
+from maxcli.nn.lora import LoRALinear, current_rows, install_lora_layers, lora_rows
 from maxcli.weights import WeightData
 from paged_harness import PagedRunner, Sequence
 from test_native_architectures import CASES, VOCAB, build_pair
@@ -71,7 +73,7 @@ class FusedDecoding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if get_attention_metadata().max_seqlen_q == 1:
-            out = self.step(input_ids, positions)
+            out = self.step(input_ids, positions, current_rows())
             assert out is not None
             self.calls += 1
             return out
@@ -132,6 +134,44 @@ def test_fused_decode_step_matches_the_python_path(name: str) -> None:
             close += (got - want).abs().max().item() <= 1e-3 * want.abs().max().item()
     assert close >= 18, f"only {close} of 20 decoded rows within 0.1 % of the Python path"
     assert fused.calls == 12
+
+
+def _random_adapters(module: nn.Module, g: torch.Generator) -> None:
+    """Slot 0: rank 4 on every fused part; slot 1: rank 2 on some parts only (others untouched)."""
+    for i, layer in enumerate(install_lora_layers(module, num_slots=3, max_rank=4).values()):
+        for slot, rank in ((0, 4), (1, 2)):
+            parts = {j: (torch.randn(rank, layer.in_features, generator=g) / layer.in_features ** 0.5,
+                         torch.randn(width, rank, generator=g) * 0.3)
+                     for j, width in enumerate(layer.split_sizes) if slot == 0 or (i + j) % 2}
+            layer.set_slot(slot, parts)
+
+
+@pytest.mark.parametrize("name", ["llama-yarn-biases", "qwen2-qkv-bias", "gemma3", "phi3-longrope"])
+def test_fused_decode_step_runs_lora_adapters_like_the_python_path(name: str) -> None:
+    swapped, _, config = swapped_pair(name)
+    fused = FusedDecoding(swapped)  # built first, as the loader does; it finds the adapters at its first step
+    g = torch.Generator().manual_seed(7)
+    _random_adapters(swapped, g)
+    cache_shape = swapped.kv_cache_shape(config)
+    python_run, fused_run = PagedRunner(swapped, cache_shape, seed=2), PagedRunner(fused, cache_shape, seed=2)
+    prompts = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (7, 4, 5)]
+    a, b = [Sequence() for _ in prompts], [Sequence() for _ in prompts]
+    slots = torch.tensor([0, 1, -1])
+    with lora_rows(torch.repeat_interleave(slots, torch.tensor([len(p) for p in prompts]))):
+        python_run.step(a, prompts), fused_run.step(b, prompts)
+    close = 0
+    for step in range(6):
+        toks = [[int(t)] for t in torch.randint(3, VOCAB, (3,), generator=g)]
+        with lora_rows(slots):
+            pairs = list(zip(python_run.step(a, toks), fused_run.step(b, toks)))
+        with lora_rows(None):  # the base row alone, the same tokens: the adapters changed the others
+            base = python_run.step([Sequence(list(a[0].tokens[:-1]), list(a[0].blocks))], [toks[0]])[0]
+        assert (pairs[0][0] - base).abs().max().item() > 0.05 * base.abs().max().item()
+        for want, got in pairs:
+            assert_close_logits(got, want, 2e-2, f"decode step {step}")
+            close += (got - want).abs().max().item() <= 1e-3 * want.abs().max().item()
+    assert close >= 16, f"only {close} of 18 decoded rows within 0.1 % of the Python path"
+    assert fused.calls == 6 and sum(isinstance(m, LoRALinear) for m in swapped.modules()) == 4 * config.num_hidden_layers
 
 
 def test_types_without_a_kernel_load_dequantized_beside_block_layers() -> None:

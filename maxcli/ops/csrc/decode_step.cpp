@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -69,6 +70,45 @@ struct Projection {
 
 const float* data_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<float>() : nullptr; }
 
+// One projection's LoRA adapters, one per slot: a [S, J * r0, K] (each fused part j's A in rows
+// j * r0 ..), bt [S, J * r0, N] (B^T, part j's block in columns offsets[j] .. + widths[j], the scaling
+// folded in), ranks [S, J] int32 (0: slot s does not touch part j).
+struct LoRAProjection {
+  const float* a = nullptr;
+  const float* bt = nullptr;
+  const int32_t* ranks = nullptr;
+  int64_t slots = 0, parts = 0, r0 = 0, in = 0, out = 0;
+  std::vector<int64_t> offsets, widths;
+
+  // y[b] += B_s (A_s x[b]) for each row b of slot s = rows[b] >= 0. Each row's arithmetic is the same
+  // whatever the other rows are (rows run one at a time), so a request's tokens do not depend on its batch.
+  // Cost per row: sum over touched parts of r * (K + width_j) multiply-adds, A and B^T read from cache.
+  void add(const float* x, float* y, int64_t B, const int64_t* rows) const {
+    if (a == nullptr) return;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<float> t(r0);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t s = rows[b];
+        if (s < 0) continue;
+        const float* xb = x + b * in;
+        float* yb = y + b * out;
+        for (int64_t j = 0; j < parts; ++j) {
+          const int64_t r = ranks[s * parts + j];
+          const float* as = a + (s * parts * r0 + j * r0) * in;
+          const float* bs = bt + (s * parts * r0 + j * r0) * out + offsets[j];
+          for (int64_t w = 0; w < r; ++w) t[w] = dot(as + w * in, xb, in);
+          float* yj = yb + offsets[j];
+          for (int64_t w = 0; w < r; ++w) {
+            const float tw = t[w];
+            const float* bw = bs + w * out;
+            for (int64_t n = 0; n < widths[j]; ++n) yj[n] += tw * bw[n];
+          }
+        }
+      }
+    });
+  }
+};
+
 }  // namespace
 
 // One decode step of B sequences, one new token each. h [B, hidden]: the embedded tokens. Per layer l, in
@@ -79,12 +119,18 @@ const float* data_or_null(const at::Tensor& t) { return t.numel() ? t.data_ptr<f
 // windows[l] (0: full). Sequence b's token sits at
 // position seq_lens[b] - 1 of block_tables[b] and its K/V go to cache slot slots[b]. Returns the
 // final-normed hidden states [B, hidden].
+//
+// LoRA (optional): projection p has adapters when lora_a[p] is not empty, with lora_b[p], lora_ranks[p]
+// (LoRAProjection) and its J = lora_ranks[p].size(1) fused output widths next in lora_widths; row b takes
+// slot lora_rows[b] (-1: base model). An empty lora_rows: no adapters this step.
 at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList raws, at::IntArrayRef qtypes,
                        at::IntArrayRef rows, at::IntArrayRef parts, at::TensorList biases, at::TensorList k_caches,
                        at::TensorList v_caches, const at::Tensor& final_norm, const at::Tensor& cos_sin,
                        const at::Tensor& block_tables, const at::Tensor& seq_lens, const at::Tensor& slots,
                        at::IntArrayRef layer_tables, at::IntArrayRef windows, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool neox,
-                       bool sandwich, int64_t act, double norm_offset, double scale, double softcap, double eps) {
+                       bool sandwich, int64_t act, double norm_offset, double scale, double softcap, double eps,
+                       at::TensorList lora_a, at::TensorList lora_b, at::TensorList lora_ranks, at::IntArrayRef lora_widths,
+                       const at::Tensor& lora_rows) {
   const int64_t B = h.size(0), hidden = h.size(1), H = num_heads, Hk = num_kv_heads, D = head_dim;
   const int64_t layers = static_cast<int64_t>(k_caches.size());
   TORCH_CHECK(h.scalar_type() == at::kFloat && h.is_contiguous() && h.dim() == 2, "h must be float32 [B, hidden]");
@@ -136,6 +182,55 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
     }
     if (biases[p].numel()) proj[p].bias = biases[p];
   }
+  // The LoRA adapters, per projection (none when this step has no adapter rows).
+  std::vector<LoRAProjection> lora(4 * layers);
+  const int64_t* lrows = nullptr;
+  if (lora_rows.numel()) {
+    TORCH_CHECK(lora_rows.scalar_type() == at::kLong && lora_rows.is_contiguous() && lora_rows.numel() == B,
+                "lora_rows must be int64 [B]");
+    TORCH_CHECK(static_cast<int64_t>(lora_a.size()) == 4 * layers && lora_b.size() == lora_a.size() &&
+                    lora_ranks.size() == lora_a.size(), "one LoRA A, B^T and rank table per projection");
+    lrows = lora_rows.data_ptr<int64_t>();
+    int64_t next_width = 0;
+    for (int64_t p = 0; p < 4 * layers; ++p) {
+      if (!lora_a[p].numel()) continue;
+      const at::Tensor &a = lora_a[p], &bt = lora_b[p], &rk = lora_ranks[p];
+      TORCH_CHECK(a.scalar_type() == at::kFloat && bt.scalar_type() == at::kFloat && rk.scalar_type() == at::kInt &&
+                      a.is_contiguous() && bt.is_contiguous() && rk.is_contiguous() && a.dim() == 3 && bt.dim() == 3 &&
+                      rk.dim() == 2 && bt.size(0) == a.size(0) && bt.size(1) == a.size(1) && rk.size(0) == a.size(0) &&
+                      rk.size(1) >= 1 && a.size(1) % rk.size(1) == 0,
+                  "LoRA tensors must be float32 A [S, J*r, K], B^T [S, J*r, N] and int32 ranks [S, J]");
+      LoRAProjection& lp = lora[p];
+      lp.a = a.data_ptr<float>();
+      lp.bt = bt.data_ptr<float>();
+      lp.ranks = rk.data_ptr<int32_t>();
+      lp.slots = a.size(0), lp.parts = rk.size(1), lp.r0 = a.size(1) / lp.parts, lp.in = a.size(2), lp.out = bt.size(2);
+      int64_t offset = 0;
+      for (int64_t j = 0; j < lp.parts; ++j, ++next_width) {
+        TORCH_CHECK(next_width < static_cast<int64_t>(lora_widths.size()), "too few LoRA part widths");
+        lp.offsets.push_back(offset);
+        lp.widths.push_back(lora_widths[next_width]);
+        offset += lora_widths[next_width];
+      }
+      TORCH_CHECK(offset == lp.out, "LoRA part widths must add up to the projection's outputs");
+      const int32_t* rp = lp.ranks;
+      for (int64_t i = 0; i < lp.slots * lp.parts; ++i) TORCH_CHECK(rp[i] >= 0 && rp[i] <= lp.r0, "LoRA rank out of range");
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      TORCH_CHECK(lrows[b] < 0 || std::all_of(lora.begin(), lora.end(), [&](const LoRAProjection& lp) {
+                    return lp.a == nullptr || lrows[b] < lp.slots;
+                  }), "a row names a LoRA slot that is not there");
+    }
+  }
+  auto project = [&](int64_t p, const at::Tensor& in) {
+    at::Tensor y = proj[p](in);
+    const LoRAProjection& lp = lora[p];
+    if (lrows != nullptr && lp.a != nullptr) {
+      TORCH_CHECK(lp.in == in.size(1) && lp.out == y.size(1), "LoRA shapes do not match the projection");
+      lp.add(in.data_ptr<float>(), y.data_ptr<float>(), B, lrows);
+    }
+    return y;
+  };
   const float off = static_cast<float>(norm_offset), ep = static_cast<float>(eps);
   const float sc = static_cast<float>(scale), cap = static_cast<float>(softcap);
   const int64_t half = cos_sin.size(2) / 2;
@@ -157,7 +252,7 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
   for (int64_t l = 0; l < layers; ++l) {
     const at::Tensor* nw = &norms[6 * l];
     norm_rows(res, nw[0], xp);
-    at::Tensor qkv = proj[4 * l](x);
+    at::Tensor qkv = project(4 * l, x);
     const int64_t width = (H + 2 * Hk) * D;
     TORCH_CHECK(qkv.size(1) == width, "qkv projection width does not match the heads");
     const at::Tensor& kc = k_caches[l];
@@ -214,13 +309,13 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
         }
       }
     });
-    at::Tensor o = proj[4 * l + 1](attn);
+    at::Tensor o = project(4 * l + 1, attn);
     float* op = o.data_ptr<float>();
     if (sandwich) norm_rows(op, nw[1], op);
     for (int64_t i = 0; i < B * hidden; ++i) res[i] += op[i];
 
     norm_rows(res, nw[sandwich ? 2 : 1], xp);
-    at::Tensor gu = proj[4 * l + 2](x);
+    at::Tensor gu = project(4 * l + 2, x);
     const int64_t F = gu.size(1) / 2;
     if (!act_out.defined() || act_out.size(1) != F) act_out = at::empty({B, F}, at::kFloat);
     const float* g = gu.data_ptr<float>();
@@ -232,7 +327,7 @@ at::Tensor decode_step(const at::Tensor& h, at::TensorList norms, at::TensorList
           ac[b * F + i] = (act == 0 ? gi / (1.f + std::exp(-gi)) : gelu_tanh(gi)) * g[b * 2 * F + F + i];
         }
     });
-    at::Tensor d = proj[4 * l + 3](act_out);
+    at::Tensor d = project(4 * l + 3, act_out);
     float* dp = d.data_ptr<float>();
     if (sandwich) norm_rows(dp, nw[3], dp);
     for (int64_t i = 0; i < B * hidden; ++i) res[i] += dp[i];
@@ -247,6 +342,7 @@ TORCH_LIBRARY_FRAGMENT(maxcli_cpu, m) {
       "decode_step(Tensor h, Tensor[] norms, Tensor[] raws, int[] qtypes, int[] rows, int[] parts, Tensor[] biases, "
       "Tensor[] k_caches, Tensor[] v_caches, Tensor final_norm, Tensor cos_sin, Tensor block_tables, "
       "Tensor seq_lens, Tensor slots, int[] layer_tables, int[] windows, int num_heads, int num_kv_heads, int head_dim, bool neox, "
-      "bool sandwich, int act, float norm_offset, float scale, float softcap, float eps) -> Tensor",
+      "bool sandwich, int act, float norm_offset, float scale, float softcap, float eps, Tensor[] lora_a, "
+      "Tensor[] lora_b, Tensor[] lora_ranks, int[] lora_widths, Tensor lora_rows) -> Tensor",
       &decode_step);
 }

@@ -1,7 +1,7 @@
 // GGUF block decoders shared by the CPU kernels (gguf_matmul.cpp, decode_step.cpp): for every GGML type
 // with a kernel, chunk i of a block decodes to 32 unsigned codes c and per-half scales with
-// w = s_h * c + m_h (see gguf_matmul.cpp). Scalar decoders are the reference; the SIMD ones (AVX-512 VNNI
-// builds) produce the same codes in one register.
+// w = s_h * c + m_h (see gguf_matmul.cpp). Scalar decoders are the reference; the SIMD ones (AVX2 and
+// AVX-512 builds) produce the same codes in one register.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,8 +10,15 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+// MAXCLI_SIMD: AVX2 + FMA builds decode chunks in registers; MAXCLI_VNNI: AVX-512 VNNI builds also do the
+// u8 x s8 dot products in one instruction and use AVX-512 mask registers for the high bits.
+#if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define MAXCLI_SIMD 1
+#else
+#define MAXCLI_SIMD 0
+#endif
+#if MAXCLI_SIMD && defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
 #define MAXCLI_VNNI 1
 #else
 #define MAXCLI_VNNI 0
@@ -212,7 +219,30 @@ inline void chunk_codes(const uint8_t* b, int i, uint8_t* c) {
   }
 }
 
+#if MAXCLI_SIMD
+// value in byte j where bit j of `bits` is set, else 0.
+inline __m256i bytes_where_bits(uint32_t bits, char value) {
 #if MAXCLI_VNNI
+  return _mm256_maskz_set1_epi8(static_cast<__mmask32>(bits), value);
+#else
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(value));
+#endif
+}
+
+// value in byte j where byte j of v has bit `bit` set, else 0.
+inline __m256i bytes_where_bit(__m256i v, int bit, char value) {
+  const __m256i m = _mm256_set1_epi8(static_cast<char>(1 << bit));
+#if MAXCLI_VNNI
+  return _mm256_maskz_set1_epi8(_mm256_test_epi8_mask(v, m), value);
+#else
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8(value));
+#endif
+}
+
 // The same codes in one register.
 template <int T>
 inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
@@ -227,7 +257,7 @@ inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
     std::memcpy(&h, qh, 4);
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 4));
     const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(static_cast<__mmask32>(h), 0x10));
+    return _mm256_or_si256(lo, bytes_where_bits(h, 0x10));
   } else if constexpr (T == Q8_0) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
     return _mm256_xor_si256(v, _mm256_set1_epi8(static_cast<char>(0x80)));
@@ -238,8 +268,7 @@ inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + (i / 4) * 32));
     const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * (i % 4))), _mm256_set1_epi8(3));
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-    const __mmask32 hi = _mm256_test_epi8_mask(hm, _mm256_set1_epi8(static_cast<char>(1 << i)));
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(hi, 4));
+    return _mm256_or_si256(lo, bytes_where_bit(hm, i, 4));
   } else if constexpr (T == Q4_K) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + (i / 2) * 32));
     return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (i % 2))), low4);
@@ -247,8 +276,7 @@ inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + (i / 2) * 32));
     const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(4 * (i % 2))), low4);
     const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-    const __mmask32 hi = _mm256_test_epi8_mask(hm, _mm256_set1_epi8(static_cast<char>(1 << i)));
-    return _mm256_or_si256(lo, _mm256_maskz_set1_epi8(hi, 0x10));
+    return _mm256_or_si256(lo, bytes_where_bit(hm, i, 0x10));
   } else {  // Q6_K
     const int g = i / 4, r = i % 4;
     const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + g * 64 + (r % 2) * 32));
@@ -257,6 +285,25 @@ inline __m256i chunk_codes_simd(const uint8_t* b, int i) {
     const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * r)), _mm256_set1_epi8(3));
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
   }
+}
+
+// Per 32-bit lane j: the sum of codes[4j + t] * a[4j + t], t < 4, exact (codes < 256, |a| <= 127).
+template <int T>
+inline __m256i dot_u8s8(__m256i codes, __m256i a) {
+#if MAXCLI_VNNI
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, a);
+#else
+  // maddubs adds pairs of products in saturating 16 bits: exact while codes < 128 (2 * 127 * 127). Only
+  // Q8_0's codes reach 255; they go in two parts (low 7 bits, then the top bit).
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (T == Q8_0) {
+    const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(codes, _mm256_set1_epi8(0x7F)), a);
+    const __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(codes, _mm256_set1_epi8(static_cast<char>(0x80))), a);
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones));
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(codes, a), ones);
+  }
+#endif
 }
 
 inline float hsum(__m256 v) {

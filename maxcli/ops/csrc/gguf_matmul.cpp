@@ -6,8 +6,8 @@
 // Q6_K: s = d sc_j, m = -32 s; ...). Activations are quantized per 16 values to int8 a = round(x / da_h)
 // with da_h = max|x| / 127 over the half h, and carry the sums of each half. Then
 //     sum(w x) ~= sum_h s_h da_h sum_h(c a) + m_h da_h sum_h(a)
-// with the integer dot products done by AVX-512 VNNI (u8 x s8 -> s32) on 32 values at a time. Without
-// VNNI the same arithmetic runs as plain loops. Weights are never unpacked to memory: each chunk is
+// with the integer dot products on 32 values at a time: one AVX-512 VNNI dpbusd (u8 x s8 -> s32), or on
+// AVX2 maddubs + madd (the same exact integer sums). Without AVX2 the same arithmetic runs as plain loops. Weights are never unpacked to memory: each chunk is
 // decoded in registers, once per tile of up to TILE_M activation rows.
 //
 // Cost: one pass over W per TILE_M rows of x (bandwidth-bound for decode), M * K bytes of quantized
@@ -76,7 +76,7 @@ template <int T, int MT>
 inline void dot_tile(const uint8_t* wrow, const QuantizedRows& a, int64_t m0, float* out) {
   constexpr int CPB = chunks_per_block<T>(), BB = block_bytes<T>();
   const int64_t chunks = a.chunks, k = a.k;
-#if MAXCLI_VNNI
+#if MAXCLI_SIMD
   // Four independent accumulator chains per row (dot and offset terms, even and odd chunks): one chain
   // would serialise on the FMA latency (two dependent FMAs per chunk), not on throughput.
   __m256 dot0[MT], off0[MT], dot1[MT], off1[MT];
@@ -91,7 +91,7 @@ inline void dot_tile(const uint8_t* wrow, const QuantizedRows& a, int64_t m0, fl
     for (int m = 0; m < MT; ++m) {
       const int64_t row = m0 + m;
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + c * 32));
-      const __m256i dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), codes, av);
+      const __m256i dp = dot_u8s8<T>(codes, av);
       const float* lanes = a.lanes.data() + (row * chunks + c) * 16;
       dot[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), _mm256_mul_ps(sv, _mm256_loadu_ps(lanes)), dot[m]);
       off[m] = _mm256_fmadd_ps(mv, _mm256_loadu_ps(lanes + 8), off[m]);
@@ -190,6 +190,20 @@ inline void dequantize_range(const uint8_t* w, int64_t row_bytes, int64_t r0, in
         continue;
       }
 #endif
+#if MAXCLI_SIMD
+      if constexpr (std::is_same_v<O, float>) {
+        const __m256i codes = chunk_codes_simd<T>(b, i);
+        const __m128i halves[2] = {_mm256_castsi256_si128(codes), _mm256_extracti128_si256(codes, 1)};
+        for (int h = 0; h < 2; ++h) {
+          const __m256 sv = _mm256_set1_ps(h ? s.s1 : s.s0), mv = _mm256_set1_ps(h ? s.m1 : s.m0);
+          const __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[h]));
+          const __m256 c1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(halves[h], 8)));
+          _mm256_storeu_ps(out + 16 * h, _mm256_fmadd_ps(c0, sv, mv));
+          _mm256_storeu_ps(out + 16 * h + 8, _mm256_fmadd_ps(c1, sv, mv));
+        }
+        continue;
+      }
+#endif
       uint8_t codes[32];
       chunk_codes<T>(b, i, codes);
       for (int j = 0; j < 16; ++j) out[j] = static_cast<O>(s.s0 * codes[j] + s.m0);
@@ -204,10 +218,18 @@ void dequantize_rows_t(const uint8_t* w, int64_t row_bytes, int64_t rows, int64_
   });
 }
 
+// The dense path's element type: bf16 where the CPU has bf16 dot products (AVX-512 BF16), else float32
+// (a bf16 GEMM without them is emulated and runs slower than float32's).
+#if MAXCLI_VNNI && defined(__AVX512BF16__)
+using DenseValue = at::BFloat16;
+#else
+using DenseValue = float;
+#endif
+
 template <int T>
-void dequantize_bf16_t(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, int64_t k, at::BFloat16* y) {
+void dequantize_dense_t(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, int64_t k, DenseValue* y) {
   at::parallel_for(r0, r1, 16, [&](int64_t a, int64_t b) {
-    dequantize_range<T, at::BFloat16>(w, row_bytes, a, b, k, y + (a - r0) * k);
+    dequantize_range<T, DenseValue>(w, row_bytes, a, b, k, y + (a - r0) * k);
   });
 }
 
@@ -253,23 +275,23 @@ void matmul_quantized(const QuantizedRows& a, const at::Tensor& raw, int64_t qty
 }
 
 // From this many activation rows on, a part is multiplied densely: blocks of its rows are dequantized to
-// bf16 (transient scratch, DENSE_BLOCK rows at a time; never a whole copy of W) and fed to torch's bf16
-// GEMM (oneDNN, fp32 accumulation, bf16 result). Compute-bound there, where that GEMM runs ~5x faster
-// than integer tiles; activations go in as bf16 instead of int8.
+// DenseValue (transient scratch, DENSE_BLOCK rows at a time; never a whole copy of W) and fed to torch's
+// GEMM (bf16: oneDNN, fp32 accumulation). Compute-bound there, where that GEMM runs ~5x faster than
+// integer tiles; activations go in as DenseValue instead of int8.
 constexpr int64_t DENSE_MIN_ROWS = 16;
 constexpr int64_t DENSE_BLOCK = 1024;
 
 // y[:, col : col + n] = x W^T for one part.
-void matmul_dense(const at::Tensor& x_bf16, const at::Tensor& raw, int64_t qtype, int64_t n, at::Tensor& y, int64_t col) {
-  const int64_t k = x_bf16.size(1);
+void matmul_dense(const at::Tensor& x_dense, const at::Tensor& raw, int64_t qtype, int64_t n, at::Tensor& y, int64_t col) {
+  const int64_t k = x_dense.size(1);
   const int64_t row_bytes = check_weight(raw, qtype, n, k);
   const uint8_t* w = raw.data_ptr<uint8_t>();
-  at::Tensor scratch = at::empty({std::min(DENSE_BLOCK, n), k}, at::kBFloat16);
-  at::BFloat16* buf = scratch.data_ptr<at::BFloat16>();
+  at::Tensor scratch = at::empty({std::min(DENSE_BLOCK, n), k}, x_dense.scalar_type());
+  DenseValue* buf = scratch.data_ptr<DenseValue>();
   for (int64_t r0 = 0; r0 < n; r0 += DENSE_BLOCK) {
     const int64_t r1 = std::min(r0 + DENSE_BLOCK, n);
-    MAXCLI_DISPATCH(qtype, dequantize_bf16_t, w, row_bytes, r0, r1, k, buf);
-    y.narrow(1, col + r0, r1 - r0).copy_(at::mm(x_bf16, scratch.narrow(0, 0, r1 - r0).t()));
+    MAXCLI_DISPATCH(qtype, dequantize_dense_t, w, row_bytes, r0, r1, k, buf);
+    y.narrow(1, col + r0, r1 - r0).copy_(at::mm(x_dense, scratch.narrow(0, 0, r1 - r0).t()));
   }
 }
 
@@ -295,7 +317,7 @@ at::Tensor gguf_linear(const at::Tensor& x, at::TensorList raws, at::IntArrayRef
   if (x.size(0) == 0) return y;
   int64_t col = 0;
   if (x.size(0) >= DENSE_MIN_ROWS) {
-    const at::Tensor xb = xc.to(at::kBFloat16).contiguous();
+    const at::Tensor xb = xc.to(c10::CppTypeToScalarType<DenseValue>::value).contiguous();
     for (size_t i = 0; i < raws.size(); ++i) {
       matmul_dense(xb, raws[i], qtypes[i], rows[i], y, col);
       col += rows[i];

@@ -207,7 +207,8 @@ def build_text_generation_pipeline(resolved: ResolvedModel, arch: SupportedArchi
 
 def attach_lora(model: Any, config: PipelineConfig, arch: SupportedArchitecture, tensor_parallel: bool) -> None:
     """Wrap the model's projections for LoRA and register the config's adapters (maxcli.lora). Installed
-    after the fused decode step, which then serves the steps without adapters unchanged."""
+    after the fused decode step, which finds the wrapped projections' adapters at its first step with
+    adapter rows and runs them in its own call."""
     from maxcli.lora import LoRAError, LoRAManager
 
     module = getattr(model, "module", None)

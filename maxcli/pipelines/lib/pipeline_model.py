@@ -318,8 +318,8 @@ class TorchTextGenerationModel(PipelineModel):
         input_ids, positions, meta, rows, return_n_logits, adapter_rows = step
         with attention_metadata(meta), lora_rows(adapter_rows):
             hidden = None
-            if self.fused_decode is not None and meta.max_seqlen_q == 1 and adapter_rows is None:
-                hidden = self.fused_decode(input_ids, positions)
+            if self.fused_decode is not None and meta.max_seqlen_q == 1:
+                hidden = self.fused_decode(input_ids, positions, adapter_rows)
             if hidden is None:
                 hidden = self.module(input_ids, positions)
         if return_n_logits == -1:
