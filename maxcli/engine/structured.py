@@ -42,6 +42,20 @@ class TokenConstraint:
     mask_steps: int = 0
 
 
+# json.dumps's separators and no other whitespace (a schema's own "x-guidance" options win): free
+# whitespace lets a sampled model run away in newlines until max_tokens cuts the JSON off.
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def with_json_layout(schema: Any) -> Any:
+    """`schema` (a dict, or True for any value) with JSON_LAYOUT unless it sets its own x-guidance."""
+    if schema is True:
+        schema = {}
+    if isinstance(schema, dict) and "x-guidance" not in schema:
+        schema = {**schema, "x-guidance": JSON_LAYOUT}
+    return schema
+
+
 def grammar_text(sp: SamplingParams) -> str | None:
     """llguidance's grammar definition for the request's constraint, or None when it has none."""
     import llguidance
@@ -52,10 +66,10 @@ def grammar_text(sp: SamplingParams) -> str | None:
     kind = kinds[0]
     try:
         if kind == "json_schema":
-            schema = sp.json_schema if isinstance(sp.json_schema, str) else json.dumps(sp.json_schema)
-            return llguidance.grammar_from("json_schema", schema)
+            schema = json.loads(sp.json_schema) if isinstance(sp.json_schema, str) else sp.json_schema
+            return llguidance.grammar_from("json_schema", json.dumps(with_json_layout(schema)))
         if kind == "json_object":
-            return llguidance.grammar_from("json_schema", '{"type": "object"}')
+            return llguidance.grammar_from("json_schema", json.dumps(with_json_layout({"type": "object"})))
         if kind == "regex":
             return llguidance.grammar_from("regex", sp.regex)  # type: ignore[arg-type]
         if kind == "choice":

@@ -193,7 +193,7 @@ class StructuredOutputs(_Strict):
     choice: Optional[list[str]] = None
     grammar: Optional[str] = None
     json_object: Optional[bool] = None
-    disable_any_whitespace: Optional[bool] = None  # accepted; the JSON grammar's whitespace is llguidance's
+    disable_any_whitespace: Optional[bool] = None  # accepted; JSON grammars never allow free whitespace (engine.structured.JSON_LAYOUT)
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from maxcli.engine.structured import with_json_layout
+
 
 def tool_functions(tools: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """OpenAI tool dicts -> (name, arguments schema) per distinct name, in order. A missing `parameters`
@@ -43,17 +45,9 @@ def lark_string(text: str) -> str:
     return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
 
 
-# json.dumps's separators and no other whitespace: free whitespace lets a constrained model run away in it.
-_JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-
 def json_value(schema: Any) -> str:
     """An embedded JSON value matching `schema` (a schema's own "x-guidance" options are kept)."""
-    if schema is True:
-        schema = {}
-    if isinstance(schema, dict) and "x-guidance" not in schema:
-        schema = {**schema, "x-guidance": _JSON_LAYOUT}
-    return "%json " + json.dumps(schema, ensure_ascii=False)
+    return "%json " + json.dumps(with_json_layout(schema), ensure_ascii=False)
 
 
 def json_text(value: Any) -> str:
