@@ -17,7 +17,10 @@ from .helpers import greedy
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "smollm2_capital.json"
 MAKE_GOLDEN = ROOT / "scripts" / "make_golden.py"
-CHAT_PROMPT = "What is the capital of France?"
+# Not the bare question: its first reply token is a near-tie in the float model ("The" -1.88 against "L"
+# -1.96), which the quantized path breaks either way depending on the CPU's kernels; here the float
+# margin is ~1.5 nats, so the test checks the CLI, not the rounding.
+CHAT_PROMPT = "What is the capital of France? Answer in one sentence."
 
 
 @pytest.fixture(scope="module")
