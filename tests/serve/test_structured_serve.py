@@ -45,11 +45,15 @@ SHOPPING = {
     "required": ["items", "store"],
     "additionalProperties": False,
 }
+# Numbers carry bounds, as strings carry maxLength: an unbounded one lets a sampled 0.5B model write digits
+# until max_tokens (seen: a radius of 1 followed by zeros), a model failure the grammar cannot refuse.
 SHAPE = {
     "$defs": {
-        "circle": {"type": "object", "properties": {"kind": {"const": "circle"}, "radius": {"type": "number"}},
+        "circle": {"type": "object", "properties": {"kind": {"const": "circle"},
+                                                    "radius": {"type": "number", "minimum": 0, "maximum": 1000}},
                    "required": ["kind", "radius"], "additionalProperties": False},
-        "rect": {"type": "object", "properties": {"kind": {"const": "rect"}, "w": {"type": "integer"}, "h": {"type": "integer"}},
+        "rect": {"type": "object", "properties": {"kind": {"const": "rect"}, "w": {"type": "integer", "minimum": 0, "maximum": 1000},
+                                                  "h": {"type": "integer", "minimum": 0, "maximum": 1000}},
                  "required": ["kind", "w", "h"], "additionalProperties": False},
     },
     "type": "object",
