@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from maxcli import LLM  # noqa: E402
-from maxcli.config import PipelineConfig  # noqa: E402
 from maxcli.interfaces import SamplingParams  # noqa: E402
 
 MODELS = {
@@ -115,7 +114,9 @@ def main() -> None:
     args = ap.parse_args()
     figures: dict[str, Any] = {}
     for name in args.models.split(","):
-        llm = LLM.from_config(PipelineConfig(model_path=str(MODELS[name]), max_batch_size=16, max_length=1024))
+        # Prefix caching off: a later run would prefill only uncached tails, on the kernels' int8 path, and
+        # greedy replies could change length between the runs the two sides are held to.
+        llm = LLM(model=str(MODELS[name]), max_batch_size=16, max_length=1024, enable_prefix_caching=False)
         llm.generate(["warm up"], SamplingParams(max_new_tokens=4, json_object=True))  # llguidance tokenizer, kernels
         for n in (int(c) for c in args.concurrency.split(",")):
             t0 = time.perf_counter()
