@@ -157,21 +157,23 @@ class FusedDecodeStep:
         b: list[torch.Tensor] = []
         ranks: list[torch.Tensor] = []
         widths: list[int] = []
+        none = (torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.int32))
         index = 0
         for layer in self.model.layers:
             for proj in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
-                parts = self.parts[len(a)]
-                raws, index = self.raws[index : index + parts], index + parts
-                if not isinstance(proj, LoRALinear):
-                    a.append(torch.empty(0)), b.append(torch.empty(0)), ranks.append(torch.empty(0, dtype=torch.int32))
-                    continue
-                base = proj.base_layer
-                if not isinstance(base, GGUFLinear) or [r.data_ptr() for r in base.raws] != [r.data_ptr() for r in raws]:
-                    return None
-                if proj.lora_a.dtype != torch.float32 or proj.lora_a.device.type != "cpu":
-                    return None
-                a.append(proj.lora_a), b.append(proj.lora_b), ranks.append(proj.ranks)
-                widths += proj.split_sizes
+                raws = self.raws[index : index + self.parts[len(a)]]
+                index += len(raws)
+                tensors = none
+                if isinstance(proj, LoRALinear):
+                    base = proj.base_layer
+                    if not isinstance(base, GGUFLinear) or [r.data_ptr() for r in base.raws] != [r.data_ptr() for r in raws]:
+                        return None
+                    if proj.lora_a.dtype != torch.float32 or proj.lora_a.device.type != "cpu":
+                        return None
+                    tensors = (proj.lora_a, proj.lora_b, proj.ranks)
+                    widths += proj.split_sizes
+                for out, t in zip((a, b, ranks), tensors):
+                    out.append(t)
         return a, b, ranks, widths
 
     def _fresh_caches(self) -> bool:
